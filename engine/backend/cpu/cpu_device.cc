@@ -1,0 +1,283 @@
+#include "engine/backend/cpu/cpu_device.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "engine/backend/cpu/cpu_kernels.h"
+
+namespace brickserve {
+namespace {
+
+absl::Status CheckSize(const Buffer& b, size_t need, const char* what) {
+  if (b.size < need) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": buffer holds ", b.size, " floats, op needs ", need));
+  }
+  return absl::OkStatus();
+}
+
+// Widened rows of a weight matrix handed to SGEMM at a time (bounded scratch, good cache reuse).
+constexpr int64_t kConvertTileRows = 256;
+
+}  // namespace
+
+CpuDevice::CpuDevice(int threads) : pool_(threads) {
+  // OpenBLAS runs its own threads inside each SGEMM call; give it the same core budget.
+  openblas_set_num_threads(pool_.num_threads());
+}
+
+std::string CpuDevice::name() const { return absl::StrCat("cpu (", pool_.num_threads(), " threads)"); }
+
+absl::StatusOr<Weight> CpuDevice::UploadWeight(const HostTensor& t) {
+  if (t.shape.empty() || t.shape.size() > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("weights must be 1-D or 2-D, got ", t.shape.size(), "-D"));
+  }
+  Weight w;
+  w.rows = t.shape.size() == 2 ? t.shape[0] : 1;
+  w.cols = t.shape.back();
+  const size_t n = static_cast<size_t>(w.rows * w.cols);
+  const bool aligned = reinterpret_cast<uintptr_t>(t.data) % DTypeSize(t.dtype) == 0;
+  if (t.shape.size() == 2 && aligned) {
+    // Matrices are used in place, straight from the mapping.
+    w.dtype = t.dtype;
+    w.data = t.data;
+    w.owner = t.keep_alive;
+    return w;
+  }
+  // Vectors (norms, biases) are widened to F32 once; they are tiny and read on every row.
+  auto copy = std::make_shared<std::vector<float>>(n);
+  if (t.dtype == DType::kF32) {
+    std::memcpy(copy->data(), t.data, n * sizeof(float));
+  } else {
+    cpu::ConvertToF32(t.data, t.dtype, n, copy->data());
+  }
+  w.dtype = DType::kF32;
+  w.data = copy->data();
+  w.owner = copy;
+  return w;
+}
+
+absl::StatusOr<Buffer> CpuDevice::AllocBuffer(size_t elements) {
+  auto storage = std::shared_ptr<float[]>(new (std::nothrow) float[std::max<size_t>(elements, 1)]);
+  if (!storage) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", elements, " floats"));
+  std::fill_n(storage.get(), elements, 0.0f);
+  Buffer b;
+  b.data = storage.get();
+  b.size = elements;
+  b.owner = storage;
+  return b;
+}
+
+absl::StatusOr<KvCache> CpuDevice::AllocKvCache(const KvCacheSpec& spec) {
+  KvCache cache;
+  cache.spec = spec;
+  auto buf = AllocBuffer(spec.bytes() / sizeof(float));
+  if (!buf.ok()) return buf.status();
+  cache.storage = *std::move(buf);
+  return cache;
+}
+
+absl::Status CpuDevice::CopyToDevice(std::span<const float> host, Buffer& dst, size_t dst_offset) {
+  if (auto s = CheckSize(dst, dst_offset + host.size(), "CopyToDevice"); !s.ok()) return s;
+  std::memcpy(dst.data + dst_offset, host.data(), host.size_bytes());
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::CopyToHost(const Buffer& src, size_t src_offset, std::span<float> host) {
+  if (auto s = CheckSize(src, src_offset + host.size(), "CopyToHost"); !s.ok()) return s;
+  std::memcpy(host.data(), src.data + src_offset, host.size_bytes());
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::Embed(const Weight& table, std::span<const int32_t> ids, Buffer& out) {
+  const int64_t dim = table.cols;
+  if (auto s = CheckSize(out, ids.size() * dim, "Embed"); !s.ok()) return s;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= table.rows) {
+      return absl::OutOfRangeError(absl::StrCat("token id ", ids[i], " is outside the vocabulary of ", table.rows));
+    }
+    const auto* row = static_cast<const std::byte*>(table.data) + ids[i] * dim * DTypeSize(table.dtype);
+    cpu::ConvertToF32(row, table.dtype, dim, out.data + i * dim);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::RmsNorm(const Buffer& x, const Weight& weight, int rows, float eps, Buffer& out) {
+  const int64_t dim = weight.cols;
+  if (auto s = CheckSize(out, rows * dim, "RmsNorm"); !s.ok()) return s;
+  const float* w = static_cast<const float*>(weight.data);
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x.data + r * dim;
+    float* yr = out.data + r * dim;
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / dim + eps));
+    for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv * w[i];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::Gemm(const float* x, int rows, const Weight& w, float* y) {
+  const int64_t in = w.cols, out_dim = w.rows;
+  if (w.dtype == DType::kF32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in, 1.0f, x, in,
+                static_cast<const float*>(w.data), in, 0.0f, y, out_dim);
+    return absl::OkStatus();
+  }
+  // F16/BF16: widen a tile of weight rows, then SGEMM on it. Prefill is compute bound, so the
+  // widening pass costs little next to the product.
+  convert_scratch_.resize(static_cast<size_t>(kConvertTileRows * in));
+  for (int64_t o0 = 0; o0 < out_dim; o0 += kConvertTileRows) {
+    const int64_t tile = std::min(kConvertTileRows, out_dim - o0);
+    const auto* src = static_cast<const std::byte*>(w.data) + o0 * in * DTypeSize(w.dtype);
+    pool_.ParallelFor(static_cast<size_t>(tile), 16, [&](size_t b, size_t e) {
+      cpu::ConvertToF32(src + b * in * DTypeSize(w.dtype), w.dtype, (e - b) * in,
+                        convert_scratch_.data() + b * in);
+    });
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, tile, in, 1.0f, x, in,
+                convert_scratch_.data(), in, 0.0f, y + o0, out_dim);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::MatMul(const Buffer& x, int rows, const Weight& w, const Weight* bias, Buffer& out) {
+  if (auto s = CheckSize(x, rows * w.cols, "MatMul input"); !s.ok()) return s;
+  if (auto s = CheckSize(out, rows * w.rows, "MatMul output"); !s.ok()) return s;
+  if (rows > kGemmMinRows) {
+    if (auto s = Gemm(x.data, rows, w, out.data); !s.ok()) return s;
+  } else {
+    pool_.ParallelFor(static_cast<size_t>(w.rows), 64, [&](size_t b, size_t e) {
+      cpu::MatVecRows(x.data, rows, w.cols, w.data, w.dtype, b, e, out.data, w.rows);
+    });
+  }
+  if (bias != nullptr) {
+    const float* bv = static_cast<const float*>(bias->data);
+    for (int r = 0; r < rows; ++r) {
+      float* yr = out.data + r * w.rows;
+      for (int64_t o = 0; o < w.rows; ++o) yr[o] += bv[o];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::Rope(Buffer& x, int rows, int heads, int head_dim, std::span<const int32_t> positions,
+                             const Weight& inv_freq) {
+  if (auto s = CheckSize(x, static_cast<size_t>(rows) * heads * head_dim, "Rope"); !s.ok()) return s;
+  const int half = head_dim / 2;
+  const float* inv = static_cast<const float*>(inv_freq.data);
+  std::vector<float> cs(half), sn(half);
+  for (int r = 0; r < rows; ++r) {
+    for (int i = 0; i < half; ++i) {
+      // The angle in double: float32 loses ~pos·1e-7 rad, visible at long positions.
+      const double angle = static_cast<double>(positions[r]) * inv[i];
+      cs[i] = static_cast<float>(std::cos(angle));
+      sn[i] = static_cast<float>(std::sin(angle));
+    }
+    for (int h = 0; h < heads; ++h) {
+      float* v = x.data + (static_cast<size_t>(r) * heads + h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + half] = b * cs[i] + a * sn[i];
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, const Buffer& v,
+                                std::span<const int32_t> slots) {
+  const auto& s = cache.spec;
+  const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
+  const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
+  float* k_base = cache.storage.data + (static_cast<size_t>(layer) * 2) * slots_total * kv_dim;
+  float* v_base = k_base + slots_total * kv_dim;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i] < 0 || static_cast<size_t>(slots[i]) >= slots_total) {
+      return absl::OutOfRangeError(absl::StrCat("KV slot ", slots[i], " outside the cache of ", slots_total));
+    }
+    std::memcpy(k_base + slots[i] * kv_dim, k.data + i * kv_dim, kv_dim * sizeof(float));
+    std::memcpy(v_base + slots[i] * kv_dim, v.data + i * kv_dim, kv_dim * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int layer,
+                                  std::span<const AttentionSeq> seqs, const AttentionParams& p, Buffer& out) {
+  const auto& s = cache.spec;
+  const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
+  const size_t q_dim = static_cast<size_t>(p.num_heads) * p.head_dim;
+  const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
+  const float* k_base = cache.storage.data + (static_cast<size_t>(layer) * 2) * slots_total * kv_dim;
+  const float* v_base = k_base + slots_total * kv_dim;
+  const int group = p.num_heads / p.num_kv_heads;
+
+  // One work item per (query row, head).
+  struct Item { int32_t seq; int32_t row; };
+  std::vector<Item> rows;
+  for (size_t si = 0; si < seqs.size(); ++si) {
+    const auto& sq = seqs[si];
+    if (sq.context_len > static_cast<int64_t>(sq.block_table.size()) * s.block_size || sq.q_len > sq.context_len) {
+      return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
+    }
+    for (int i = 0; i < sq.q_len; ++i) rows.push_back({static_cast<int32_t>(si), sq.q_begin + i});
+  }
+  const size_t items = rows.size() * p.num_heads;
+  pool_.ParallelFor(items, 4, [&](size_t b, size_t e) {
+    std::vector<float> scores;
+    for (size_t it = b; it < e; ++it) {
+      const Item& item = rows[it / p.num_heads];
+      const int h = static_cast<int>(it % p.num_heads);
+      const int kvh = h / group;
+      const auto& sq = seqs[item.seq];
+      const int pos = sq.context_len - sq.q_len + (item.row - sq.q_begin);  // causal: see [0, pos]
+      const float* qv = q.data + item.row * q_dim + h * p.head_dim;
+      scores.resize(pos + 1);
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int t = 0; t <= pos; ++t) {
+        const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
+        scores[t] = cpu::Dot(qv, k_base + slot * kv_dim + kvh * p.head_dim, p.head_dim) * p.scale;
+        mx = std::max(mx, scores[t]);
+      }
+      double sum = 0;
+      for (int t = 0; t <= pos; ++t) {
+        scores[t] = std::exp(scores[t] - mx);
+        sum += scores[t];
+      }
+      float* o = out.data + item.row * q_dim + h * p.head_dim;
+      std::fill_n(o, p.head_dim, 0.0f);
+      const float inv_sum = static_cast<float>(1.0 / sum);
+      for (int t = 0; t <= pos; ++t) {
+        const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
+        cpu::Axpy(scores[t] * inv_sum, v_base + slot * kv_dim + kvh * p.head_dim, o, p.head_dim);
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) {
+  if (auto s = CheckSize(out, n, "SwiGlu"); !s.ok()) return s;
+  for (size_t i = 0; i < n; ++i) {
+    const float g = gate.data[i];
+    out.data[i] = g / (1.0f + std::exp(-g)) * up.data[i];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::Add(Buffer& x, const Buffer& y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x.data[i] += y.data[i];
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t n) {
+  if (auto s = CheckSize(dst, dst_offset + n, "Copy"); !s.ok()) return s;
+  std::memmove(dst.data + dst_offset, src.data + src_offset, n * sizeof(float));
+  return absl::OkStatus();
+}
+
+}  // namespace brickserve

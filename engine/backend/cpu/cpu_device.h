@@ -1,0 +1,47 @@
+// The CPU backend: the reference implementation of the device interface and the fallback when no
+// GPU is present. Weights are used in place from the memory-mapped checkpoint; matrix products run
+// on Highway kernels (decode) and OpenBLAS SGEMM (prefill), spread over all cores.
+#pragma once
+
+#include <memory>
+
+#include "engine/backend/device.h"
+#include "engine/util/thread_pool.h"
+
+namespace brickserve {
+
+class CpuDevice final : public Device {
+ public:
+  explicit CpuDevice(int threads);
+  std::string name() const override;
+
+  absl::StatusOr<Weight> UploadWeight(const HostTensor& tensor) override;
+  absl::StatusOr<Buffer> AllocBuffer(size_t elements) override;
+  absl::StatusOr<KvCache> AllocKvCache(const KvCacheSpec& spec) override;
+  absl::Status CopyToDevice(std::span<const float> host, Buffer& dst, size_t dst_offset) override;
+  absl::Status CopyToHost(const Buffer& src, size_t src_offset, std::span<float> host) override;
+
+  absl::Status Embed(const Weight& table, std::span<const int32_t> ids, Buffer& out) override;
+  absl::Status RmsNorm(const Buffer& x, const Weight& weight, int rows, float eps, Buffer& out) override;
+  absl::Status MatMul(const Buffer& x, int rows, const Weight& w, const Weight* bias, Buffer& out) override;
+  absl::Status Rope(Buffer& x, int rows, int heads, int head_dim, std::span<const int32_t> positions,
+                    const Weight& inv_freq) override;
+  absl::Status WriteKv(KvCache& cache, int layer, const Buffer& k, const Buffer& v,
+                       std::span<const int32_t> slots) override;
+  absl::Status Attention(const Buffer& q, const KvCache& cache, int layer,
+                         std::span<const AttentionSeq> seqs, const AttentionParams& p, Buffer& out) override;
+  absl::Status SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) override;
+  absl::Status Add(Buffer& x, const Buffer& y, size_t n) override;
+  absl::Status Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t n) override;
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+
+ private:
+  // Above this many rows a product goes to SGEMM; below, to the matrix-vector kernel.
+  static constexpr int kGemmMinRows = 8;
+  absl::Status Gemm(const float* x, int rows, const Weight& w, float* y);
+
+  ThreadPool pool_;
+  std::vector<float> convert_scratch_;  // F16/BF16 weight tiles widened for SGEMM
+};
+
+}  // namespace brickserve

@@ -1,0 +1,188 @@
+// Highway kernels, compiled once per target instruction set (foreach_target) and dispatched at
+// run time, so one binary runs at full speed on AVX2 and AVX-512 machines alike.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "engine/backend/cpu/cpu_kernels.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "engine/backend/cpu/cpu_kernels.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace brickserve::cpu {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+
+// Highway 1.0 spells the horizontal sum SumOfLanes (broadcast to every lane).
+HWY_INLINE float ReduceSum(DF df, hn::Vec<DF> v) { return hn::GetLane(hn::SumOfLanes(df, v)); }
+
+// Loads N weights of type T starting at p as floats.
+template <typename T>
+HWY_INLINE hn::Vec<DF> LoadAsF32(DF df, const T* HWY_RESTRICT p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return hn::LoadU(df, p);
+  } else {
+    const hn::Rebind<T, DF> dh;
+    return hn::PromoteTo(df, hn::LoadU(dh, p));
+  }
+}
+
+// IEEE half to float for scalar tails (Highway 1.0 has no scalar helper for it).
+HWY_INLINE float HalfToFloat(hwy::float16_t h) {
+  uint16_t bits;
+  std::memcpy(&bits, &h, 2);
+  const uint32_t sign = static_cast<uint32_t>(bits & 0x8000) << 16;
+  const uint32_t exp = (bits >> 10) & 0x1f;
+  const uint32_t mant = bits & 0x3ff;
+  float mag;
+  if (exp == 0) {
+    mag = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal
+  } else if (exp == 31) {
+    mag = mant ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  } else {
+    mag = std::ldexp(static_cast<float>(mant | 0x400), static_cast<int>(exp) - 25);
+  }
+  return sign ? -mag : mag;
+}
+
+template <typename T>
+HWY_INLINE float ToF32(T v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, hwy::bfloat16_t>) {
+    return hwy::F32FromBF16(v);
+  } else {
+    return HalfToFloat(v);
+  }
+}
+
+// Up to four x rows against one weight row; R is the number of x rows (compile-time).
+template <int R, typename T>
+HWY_INLINE void DotBlock(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT wrow,
+                         float* out) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  // Two accumulators per row hide FMA latency when R is small.
+  hn::Vec<DF> a0[R], a1[R];
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = hn::Zero(df);
+  int64_t k = 0;
+  for (; k + 2 * static_cast<int64_t>(N) <= in; k += 2 * N) {
+    const auto w0 = LoadAsF32(df, wrow + k);
+    const auto w1 = LoadAsF32(df, wrow + k + N);
+    for (int r = 0; r < R; ++r) {
+      a0[r] = hn::MulAdd(w0, hn::LoadU(df, x + r * in + k), a0[r]);
+      a1[r] = hn::MulAdd(w1, hn::LoadU(df, x + r * in + k + N), a1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float s = ReduceSum(df, hn::Add(a0[r], a1[r]));
+    for (int64_t kk = k; kk < in; ++kk) s += ToF32(wrow[kk]) * x[r * in + kk];
+    out[r] = s;
+  }
+}
+
+template <typename T>
+void MatVecT(const float* HWY_RESTRICT x, int rows, int64_t in, const T* HWY_RESTRICT w,
+             int64_t o_begin, int64_t o_end, float* HWY_RESTRICT y, int64_t y_stride) {
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    const int R = rows - r0 < 4 ? rows - r0 : 4;
+    const float* xr = x + r0 * in;
+    for (int64_t o = o_begin; o < o_end; ++o) {
+      float out[4];
+      const T* wrow = w + o * in;
+      switch (R) {
+        case 1: DotBlock<1>(xr, in, wrow, out); break;
+        case 2: DotBlock<2>(xr, in, wrow, out); break;
+        case 3: DotBlock<3>(xr, in, wrow, out); break;
+        default: DotBlock<4>(xr, in, wrow, out); break;
+      }
+      for (int r = 0; r < R; ++r) y[(r0 + r) * y_stride + o] = out[r];
+    }
+  }
+}
+
+void MatVecRows(const float* x, int rows, int64_t in, const void* w, DType w_dtype, int64_t o_begin,
+                int64_t o_end, float* y, int64_t y_stride) {
+  switch (w_dtype) {
+    case DType::kF32:
+      return MatVecT(x, rows, in, static_cast<const float*>(w), o_begin, o_end, y, y_stride);
+    case DType::kBF16:
+      return MatVecT(x, rows, in, static_cast<const hwy::bfloat16_t*>(w), o_begin, o_end, y, y_stride);
+    case DType::kF16:
+      return MatVecT(x, rows, in, static_cast<const hwy::float16_t*>(w), o_begin, o_end, y, y_stride);
+    default:
+      return;
+  }
+}
+
+template <typename T>
+void ConvertT(const T* HWY_RESTRICT src, size_t n, float* HWY_RESTRICT out) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(LoadAsF32(df, src + i), df, out + i);
+  for (; i < n; ++i) out[i] = ToF32(src[i]);
+}
+
+void ConvertToF32(const void* src, DType dtype, size_t n, float* out) {
+  switch (dtype) {
+    case DType::kF32: return ConvertT(static_cast<const float*>(src), n, out);
+    case DType::kBF16: return ConvertT(static_cast<const hwy::bfloat16_t*>(src), n, out);
+    case DType::kF16: return ConvertT(static_cast<const hwy::float16_t*>(src), n, out);
+    default: return;
+  }
+}
+
+float Dot(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
+  size_t i = 0;
+  for (; i + 2 * N <= n; i += 2 * N) {
+    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
+    acc1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), acc1);
+  }
+  for (; i + N <= n; i += N) acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
+  float s = ReduceSum(df, hn::Add(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, size_t n) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const auto va = hn::Set(df, a);
+  size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, y + i);
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace brickserve::cpu
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace brickserve::cpu {
+
+HWY_EXPORT(MatVecRows);
+HWY_EXPORT(ConvertToF32);
+HWY_EXPORT(Dot);
+HWY_EXPORT(Axpy);
+
+void MatVecRows(const float* x, int rows, int64_t in, const void* w, DType w_dtype, int64_t o_begin,
+                int64_t o_end, float* y, int64_t y_stride) {
+  HWY_DYNAMIC_DISPATCH(MatVecRows)(x, rows, in, w, w_dtype, o_begin, o_end, y, y_stride);
+}
+void ConvertToF32(const void* src, DType dtype, size_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(ConvertToF32)(src, dtype, n, out);
+}
+float Dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
+void Axpy(float a, const float* x, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
+
+}  // namespace brickserve::cpu
+#endif  // HWY_ONCE

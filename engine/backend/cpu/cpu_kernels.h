@@ -1,0 +1,24 @@
+// Vectorised CPU kernels (Highway, dispatched at run time to the best instruction set).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/backend/dtype.h"
+
+namespace brickserve::cpu {
+
+// y[r * y_stride + o] = dot(x[r * in .. + in], w[o * in .. + in]) for r < rows, o in [o_begin, o_end).
+// `w` is an F32/F16/BF16 matrix [*, in]. Meant for small `rows` (decode); reads each weight row once
+// per group of four x rows.
+void MatVecRows(const float* x, int rows, int64_t in, const void* w, DType w_dtype, int64_t o_begin,
+                int64_t o_end, float* y, int64_t y_stride);
+
+// out[i] = float(src[i]) for F32/F16/BF16 `src`.
+void ConvertToF32(const void* src, DType dtype, size_t n, float* out);
+
+float Dot(const float* a, const float* b, size_t n);
+// y[i] += a * x[i]
+void Axpy(float a, const float* x, float* y, size_t n);
+
+}  // namespace brickserve::cpu

@@ -1,0 +1,132 @@
+// The device interface: everything the model code asks of a backend (CPU now, CUDA later).
+//
+// The model code never dereferences device memory. It holds opaque handles (Weight, Buffer,
+// KvCache) and calls the few ops a Llama block needs. Host-side metadata (token ids, positions,
+// block tables) is passed as host spans; a GPU backend copies it up as part of the op.
+// Activations are F32 row-major [rows, cols]; weights are F32/F16/BF16 in HF layout [out, in].
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/backend/dtype.h"
+
+namespace brickserve {
+
+// A weight resident on a device: a matrix [rows, cols] or a vector (rows == 1).
+struct Weight {
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;   // device address
+  std::shared_ptr<const void> owner;  // keeps the mapping or device allocation alive
+  bool valid() const { return data != nullptr; }
+};
+
+// An F32 activation buffer on a device.
+struct Buffer {
+  float* data = nullptr;  // device address
+  size_t size = 0;        // elements
+  std::shared_ptr<void> owner;
+};
+
+// Host view of a tensor to upload (e.g. inside a memory-mapped safetensors file).
+struct HostTensor {
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+  std::shared_ptr<const void> keep_alive;  // backends that use it in place hold on to this
+};
+
+// Paged KV cache storage: `num_blocks` blocks of `block_size` token slots. A slot index is
+// block * block_size + offset. Per slot and layer, K and V each hold kv_heads * head_dim values.
+struct KvCacheSpec {
+  int num_layers = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int block_size = 16;
+  int num_blocks = 0;
+  size_t bytes() const {
+    return size_t{2} * num_layers * num_blocks * block_size * num_kv_heads * head_dim * sizeof(float);
+  }
+};
+
+struct KvCache {
+  KvCacheSpec spec;
+  Buffer storage;
+};
+
+// One sequence's part of an attention call. Its queries are rows [q_begin, q_begin + q_len) of the
+// batch; they sit at positions [context_len - q_len, context_len) and attend causally to all
+// `context_len` tokens of the sequence, found through `block_table`.
+struct AttentionSeq {
+  int32_t q_begin = 0;
+  int32_t q_len = 0;
+  int32_t context_len = 0;
+  std::span<const int32_t> block_table;
+};
+
+struct AttentionParams {
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  float scale = 1.0f;
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  virtual std::string name() const = 0;
+
+  // --- memory ---
+  // Makes a weight usable by the ops. A backend may use host memory in place (CPU) or copy it.
+  virtual absl::StatusOr<Weight> UploadWeight(const HostTensor& tensor) = 0;
+  virtual absl::StatusOr<Buffer> AllocBuffer(size_t elements) = 0;
+  virtual absl::StatusOr<KvCache> AllocKvCache(const KvCacheSpec& spec) = 0;
+  virtual absl::Status CopyToDevice(std::span<const float> host, Buffer& dst, size_t dst_offset) = 0;
+  virtual absl::Status CopyToHost(const Buffer& src, size_t src_offset, std::span<float> host) = 0;
+
+  // --- ops (asynchronous on a GPU; Synchronize() waits) ---
+  // out[i, :] = table[ids[i], :]
+  virtual absl::Status Embed(const Weight& table, std::span<const int32_t> ids, Buffer& out) = 0;
+  // out[r, :] = x[r, :] / rms(x[r, :]) * weight      (x and out may alias)
+  virtual absl::Status RmsNorm(const Buffer& x, const Weight& weight, int rows, float eps,
+                               Buffer& out) = 0;
+  // out[rows, w.rows] = x[rows, w.cols] · wᵀ (+ bias)
+  virtual absl::Status MatMul(const Buffer& x, int rows, const Weight& w, const Weight* bias,
+                              Buffer& out) = 0;
+  // Rotates the first `rotary_dim` (= head_dim) dims of each head, HF "rotate_half" layout.
+  // x is [rows, heads * head_dim]; inv_freq has head_dim / 2 entries.
+  virtual absl::Status Rope(Buffer& x, int rows, int heads, int head_dim,
+                            std::span<const int32_t> positions, const Weight& inv_freq) = 0;
+  // Writes k/v rows ([rows, kv_heads * head_dim]) into the cache slots of `layer`.
+  virtual absl::Status WriteKv(KvCache& cache, int layer, const Buffer& k, const Buffer& v,
+                               std::span<const int32_t> slots) = 0;
+  // out[rows, heads * head_dim] = softmax(q kᵀ * scale) v over each sequence's cached tokens.
+  virtual absl::Status Attention(const Buffer& q, const KvCache& cache, int layer,
+                                 std::span<const AttentionSeq> seqs, const AttentionParams& p,
+                                 Buffer& out) = 0;
+  // out[:n] = silu(gate[:n]) * up[:n]   (out may alias gate)
+  virtual absl::Status SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) = 0;
+  // x[:n] += y[:n]
+  virtual absl::Status Add(Buffer& x, const Buffer& y, size_t n) = 0;
+  // Copies `n` floats from src[src_offset..] to dst[dst_offset..] on the device.
+  virtual absl::Status Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset,
+                            size_t n) = 0;
+  virtual absl::Status Synchronize() = 0;
+};
+
+struct DeviceOptions {
+  std::string kind = "cpu";  // "cpu" | "cuda" | "auto"
+  int threads = 0;           // CPU worker threads; 0 = all cores
+};
+
+// Creates the backend chosen at start-up.
+absl::StatusOr<std::unique_ptr<Device>> CreateDevice(const DeviceOptions& options);
+
+}  // namespace brickserve

@@ -1,0 +1,70 @@
+// What a caller asks of the engine for one generation, and what comes back.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/sampling/sampler.h"
+#include "engine/sampling/sampling_params.h"
+
+namespace brickserve {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt_ids;
+  SamplingParams sampling;
+  int max_new_tokens = 128;
+  std::vector<int32_t> stop_token_ids;   // besides EOS
+  std::vector<std::string> stop_strings;  // generation ends before the first occurrence
+  bool ignore_eos = false;
+  bool logprobs = false;   // log-probability of each generated token
+  int top_logprobs = 0;    // also the n most likely alternatives per generated token
+  bool skip_special_tokens = true;
+};
+
+enum class FinishReason {
+  kLength,     // max_new_tokens reached
+  kStop,       // EOS, a stop token or a stop string
+  kContext,    // the model's context is full
+  kCancelled,  // the caller asked to stop
+};
+
+const char* FinishReasonName(FinishReason r);
+
+struct GeneratedToken {
+  int32_t id = 0;
+  float logprob = 0.0f;             // set when logprobs or top_logprobs were asked
+  std::vector<TokenLogprob> top;    // top_logprobs alternatives
+};
+
+// A piece of streamed output: the text that became final and the tokens produced since the last.
+struct StreamPiece {
+  std::string text;
+  std::vector<GeneratedToken> tokens;
+};
+
+// Called for each piece; return false to cancel the generation.
+using StreamCallback = std::function<bool(const StreamPiece&)>;
+
+struct GenerationResult {
+  std::vector<GeneratedToken> tokens;  // every generated token, including a final stop token
+  std::string text;                    // decoded output, without the stop string
+  FinishReason finish_reason = FinishReason::kLength;
+  std::string matched_stop;            // the stop string that ended generation, if any
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  double time_to_first_token_s = 0;
+  double total_time_s = 0;
+
+  std::vector<int32_t> token_ids() const;
+};
+
+// Log-probabilities of given tokens (scoring).
+struct ScoreResult {
+  // For token i >= 1: log p(ids[i] | ids[0..i)), plus the top alternatives when asked.
+  std::vector<GeneratedToken> tokens;
+  double total_logprob = 0;
+};
+
+}  // namespace brickserve

@@ -1,0 +1,57 @@
+// The Llama-family forward pass (Llama 2/3, Mistral, Qwen2), written once against the device
+// interface: the same code drives the CPU backend and, later, the CUDA backend.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/device.h"
+#include "engine/model/config.h"
+
+namespace brickserve {
+
+// One sequence's share of a forward step: its new tokens and where they go.
+struct SequenceInput {
+  std::span<const int32_t> tokens;       // tokens to run (a prefill chunk, or one decode token)
+  int32_t start_pos = 0;                 // position of tokens[0] = tokens already in the cache
+  std::span<const int32_t> block_table;  // KV blocks covering positions [0, start_pos + tokens.size())
+  bool all_logits = false;               // logits for every token (scoring), else for the last only
+};
+
+struct LlamaWeights;
+
+class LlamaModel {
+ public:
+  // Binds the checkpoint in `model_dir` to `device`. `max_batch_tokens` bounds the rows of one
+  // forward step (activation buffers are sized for it).
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir, const ModelConfig& config,
+                                                          Device* device, int max_batch_tokens);
+  ~LlamaModel();
+
+  const ModelConfig& config() const { return config_; }
+  int max_batch_tokens() const { return max_batch_tokens_; }
+  // Bytes of weights as stored in the checkpoint.
+  size_t weight_bytes() const { return weight_bytes_; }
+
+  // Runs one step over a batch of sequences (their KV entries are written to `cache`), and returns
+  // logits [rows, vocab] for the rows that asked for them, in batch order.
+  absl::Status Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits);
+
+ private:
+  static constexpr int kLogitRowsPerPass = 32;
+  LlamaModel(const ModelConfig& config, Device* device, int max_batch_tokens);
+  absl::Status AllocateWorkspace();
+
+  ModelConfig config_;
+  Device* device_;
+  int max_batch_tokens_;
+  size_t weight_bytes_ = 0;
+  std::unique_ptr<LlamaWeights> weights_;
+  // Activation buffers, sized for max_batch_tokens rows.
+  Buffer hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, logits_rows_, logits_;
+};
+
+}  // namespace brickserve

@@ -1,0 +1,45 @@
+// Turns a row of logits into the next token: penalties, temperature, top-k, top-p, min-p, then a
+// seeded draw (or argmax when greedy). Also computes log-probabilities for scoring and streaming.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/sampling/sampling_params.h"
+
+namespace brickserve {
+
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0.0f;
+};
+
+// log_softmax(logits)[id], computed stably.
+float LogprobOf(std::span<const float> logits, int32_t id);
+// The n most likely tokens under softmax(logits), most likely first (ties: lower id first).
+std::vector<TokenLogprob> TopLogprobs(std::span<const float> logits, int n);
+
+class Sampler {
+ public:
+  // `prompt` feeds the repetition penalty (HF applies it to prompt tokens too).
+  Sampler(const SamplingParams& params, std::span<const int32_t> prompt);
+
+  // Picks the next token from `logits` (modified in place by the processors) and records it.
+  int32_t Sample(std::span<float> logits);
+
+ private:
+  void ApplyPenalties(std::span<float> logits) const;
+
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::unordered_map<int32_t, int> output_counts_;  // presence/frequency penalties
+  std::vector<int32_t> seen_;                       // repetition penalty: prompt and output, unique
+  std::vector<bool> seen_mask_;
+  // Scratch reused across steps.
+  std::vector<std::pair<float, int32_t>> candidates_;
+};
+
+}  // namespace brickserve
