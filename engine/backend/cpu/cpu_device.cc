@@ -209,25 +209,43 @@ absl::Status CpuDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, cons
 absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int layer,
                                   std::span<const AttentionSeq> seqs, const AttentionParams& p, Buffer& out) {
   const auto& s = cache.spec;
+  std::vector<AttentionSeq> short_seqs;
+  for (const auto& sq : seqs) {
+    if (sq.context_len > static_cast<int64_t>(sq.block_table.size()) * s.block_size || sq.q_len > sq.context_len) {
+      return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
+    }
+    if (sq.q_len >= kGemmAttentionMinRows) {
+      AttentionGemm(q, cache, layer, sq, p, out);
+    } else {
+      short_seqs.push_back(sq);
+    }
+  }
+  if (!short_seqs.empty()) AttentionRows(q, cache, layer, short_seqs, p, out);
+  return absl::OkStatus();
+}
+
+const float* CpuDevice::KvBase(const KvCache& cache, int layer, int which) {
+  const auto& s = cache.spec;
+  const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
+  const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
+  return cache.storage.data + (static_cast<size_t>(layer) * 2 + which) * slots_total * kv_dim;
+}
+
+void CpuDevice::AttentionRows(const Buffer& q, const KvCache& cache, int layer, std::span<const AttentionSeq> seqs,
+                              const AttentionParams& p, Buffer& out) {
+  const auto& s = cache.spec;
   const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
   const size_t q_dim = static_cast<size_t>(p.num_heads) * p.head_dim;
-  const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
-  const float* k_base = cache.storage.data + (static_cast<size_t>(layer) * 2) * slots_total * kv_dim;
-  const float* v_base = k_base + slots_total * kv_dim;
+  const float* k_base = KvBase(cache, layer, 0);
+  const float* v_base = KvBase(cache, layer, 1);
   const int group = p.num_heads / p.num_kv_heads;
-
   // One work item per (query row, head).
   struct Item { int32_t seq; int32_t row; };
   std::vector<Item> rows;
   for (size_t si = 0; si < seqs.size(); ++si) {
-    const auto& sq = seqs[si];
-    if (sq.context_len > static_cast<int64_t>(sq.block_table.size()) * s.block_size || sq.q_len > sq.context_len) {
-      return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
-    }
-    for (int i = 0; i < sq.q_len; ++i) rows.push_back({static_cast<int32_t>(si), sq.q_begin + i});
+    for (int i = 0; i < seqs[si].q_len; ++i) rows.push_back({static_cast<int32_t>(si), seqs[si].q_begin + i});
   }
-  const size_t items = rows.size() * p.num_heads;
-  pool_.ParallelFor(items, 4, [&](size_t b, size_t e) {
+  pool_.ParallelFor(rows.size() * p.num_heads, 4, [&](size_t b, size_t e) {
     std::vector<float> scores;
     for (size_t it = b; it < e; ++it) {
       const Item& item = rows[it / p.num_heads];
@@ -237,35 +255,61 @@ absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int lay
       const int pos = sq.context_len - sq.q_len + (item.row - sq.q_begin);  // causal: see [0, pos]
       const float* qv = q.data + item.row * q_dim + h * p.head_dim;
       scores.resize(pos + 1);
-      float mx = -std::numeric_limits<float>::infinity();
       for (int t = 0; t <= pos; ++t) {
         const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
         scores[t] = cpu::Dot(qv, k_base + slot * kv_dim + kvh * p.head_dim, p.head_dim) * p.scale;
-        mx = std::max(mx, scores[t]);
       }
-      double sum = 0;
-      for (int t = 0; t <= pos; ++t) {
-        scores[t] = std::exp(scores[t] - mx);
-        sum += scores[t];
-      }
+      cpu::SoftmaxPrefix(scores.data(), scores.size(), scores.size());
       float* o = out.data + item.row * q_dim + h * p.head_dim;
       std::fill_n(o, p.head_dim, 0.0f);
-      const float inv_sum = static_cast<float>(1.0 / sum);
       for (int t = 0; t <= pos; ++t) {
         const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
-        cpu::Axpy(scores[t] * inv_sum, v_base + slot * kv_dim + kvh * p.head_dim, o, p.head_dim);
+        cpu::Axpy(scores[t], v_base + slot * kv_dim + kvh * p.head_dim, o, p.head_dim);
       }
     }
   });
-  return absl::OkStatus();
+}
+
+void CpuDevice::AttentionGemm(const Buffer& q, const KvCache& cache, int layer, const AttentionSeq& sq,
+                              const AttentionParams& p, Buffer& out) {
+  // Prefill chunk: gather the sequence's K/V into contiguous rows, then per head two SGEMMs
+  // (scores = Q·Kᵀ, out = P·V) around a causal softmax. The score matrix is q_len x context.
+  const auto& s = cache.spec;
+  const int hd = p.head_dim;
+  const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * hd;
+  const size_t q_dim = static_cast<size_t>(p.num_heads) * hd;
+  const int ctx = sq.context_len, qn = sq.q_len;
+  const int group = p.num_heads / p.num_kv_heads;
+  attn_k_.resize(static_cast<size_t>(ctx) * kv_dim);
+  attn_v_.resize(static_cast<size_t>(ctx) * kv_dim);
+  attn_scores_.resize(static_cast<size_t>(qn) * ctx);
+  const float* k_base = KvBase(cache, layer, 0);
+  const float* v_base = KvBase(cache, layer, 1);
+  for (int t = 0; t < ctx; ++t) {
+    const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
+    std::memcpy(attn_k_.data() + t * kv_dim, k_base + slot * kv_dim, kv_dim * sizeof(float));
+    std::memcpy(attn_v_.data() + t * kv_dim, v_base + slot * kv_dim, kv_dim * sizeof(float));
+  }
+  for (int h = 0; h < p.num_heads; ++h) {
+    const int kvh = h / group;
+    const float* qh = q.data + static_cast<size_t>(sq.q_begin) * q_dim + h * hd;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qn, ctx, hd, p.scale, qh, q_dim,
+                attn_k_.data() + kvh * hd, kv_dim, 0.0f, attn_scores_.data(), ctx);
+    pool_.ParallelFor(qn, 8, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) {
+        const size_t visible = static_cast<size_t>(ctx - qn) + i + 1;  // causal
+        cpu::SoftmaxPrefix(attn_scores_.data() + i * ctx, ctx, visible);
+      }
+    });
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qn, hd, ctx, 1.0f, attn_scores_.data(), ctx,
+                attn_v_.data() + kvh * hd, kv_dim, 0.0f, out.data + static_cast<size_t>(sq.q_begin) * q_dim + h * hd,
+                q_dim);
+  }
 }
 
 absl::Status CpuDevice::SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) {
   if (auto s = CheckSize(out, n, "SwiGlu"); !s.ok()) return s;
-  for (size_t i = 0; i < n; ++i) {
-    const float g = gate.data[i];
-    out.data[i] = g / (1.0f + std::exp(-g)) * up.data[i];
-  }
+  pool_.ParallelFor(n, 4096, [&](size_t b, size_t e) { cpu::SiluMul(gate.data + b, up.data + b, e - b, out.data + b); });
   return absl::OkStatus();
 }
 

@@ -38,10 +38,18 @@ class CpuDevice final : public Device {
  private:
   // Above this many rows a product goes to SGEMM; below, to the matrix-vector kernel.
   static constexpr int kGemmMinRows = 8;
+  // Sequences with at least this many new tokens (prefill chunks) take the SGEMM attention path.
+  static constexpr int kGemmAttentionMinRows = 16;
   absl::Status Gemm(const float* x, int rows, const Weight& w, float* y);
+  static const float* KvBase(const KvCache& cache, int layer, int which);  // which: 0 = K, 1 = V
+  void AttentionRows(const Buffer& q, const KvCache& cache, int layer, std::span<const AttentionSeq> seqs,
+                     const AttentionParams& p, Buffer& out);
+  void AttentionGemm(const Buffer& q, const KvCache& cache, int layer, const AttentionSeq& seq,
+                     const AttentionParams& p, Buffer& out);
 
   ThreadPool pool_;
   std::vector<float> convert_scratch_;  // F16/BF16 weight tiles widened for SGEMM
+  std::vector<float> attn_k_, attn_v_, attn_scores_;  // prefill attention scratch
 };
 
 }  // namespace brickserve

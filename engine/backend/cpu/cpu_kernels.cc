@@ -4,7 +4,9 @@
 #define HWY_TARGET_INCLUDE "engine/backend/cpu/cpu_kernels.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -162,6 +164,42 @@ void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, size_t n)
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+void SiluMul(const float* gate, const float* up, size_t n, float* out) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const auto one = hn::Set(df, 1.0f);
+  size_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto g = hn::LoadU(df, gate + i);
+    const auto silu = hn::Div(g, hn::Add(one, hn::Exp(df, hn::Neg(g))));
+    hn::StoreU(hn::Mul(silu, hn::LoadU(df, up + i)), df, out + i);
+  }
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void SoftmaxPrefix(float* HWY_RESTRICT x, size_t n, size_t valid) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  float mx = -std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < valid; ++i) mx = std::max(mx, x[i]);
+  const auto vmx = hn::Set(df, mx);
+  auto acc = hn::Zero(df);
+  size_t i = 0;
+  for (; i + N <= valid; i += N) {
+    const auto e = hn::Exp(df, hn::Sub(hn::LoadU(df, x + i), vmx));
+    hn::StoreU(e, df, x + i);
+    acc = hn::Add(acc, e);
+  }
+  float sum = ReduceSum(df, acc);
+  for (; i < valid; ++i) sum += x[i] = std::exp(x[i] - mx);
+  const float inv = 1.0f / sum;
+  const auto vinv = hn::Set(df, inv);
+  i = 0;
+  for (; i + N <= valid; i += N) hn::StoreU(hn::Mul(hn::LoadU(df, x + i), vinv), df, x + i);
+  for (; i < valid; ++i) x[i] *= inv;
+  for (i = valid; i < n; ++i) x[i] = 0.0f;
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace brickserve::cpu
 HWY_AFTER_NAMESPACE();
@@ -173,6 +211,8 @@ HWY_EXPORT(MatVecRows);
 HWY_EXPORT(ConvertToF32);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Axpy);
+HWY_EXPORT(SiluMul);
+HWY_EXPORT(SoftmaxPrefix);
 
 void MatVecRows(const float* x, int rows, int64_t in, const void* w, DType w_dtype, int64_t o_begin,
                 int64_t o_end, float* y, int64_t y_stride) {
@@ -183,6 +223,10 @@ void ConvertToF32(const void* src, DType dtype, size_t n, float* out) {
 }
 float Dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 void Axpy(float a, const float* x, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
+void SiluMul(const float* gate, const float* up, size_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(SiluMul)(gate, up, n, out);
+}
+void SoftmaxPrefix(float* x, size_t n, size_t valid) { HWY_DYNAMIC_DISPATCH(SoftmaxPrefix)(x, n, valid); }
 
 }  // namespace brickserve::cpu
 #endif  // HWY_ONCE

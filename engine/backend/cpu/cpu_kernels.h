@@ -21,4 +21,10 @@ float Dot(const float* a, const float* b, size_t n);
 // y[i] += a * x[i]
 void Axpy(float a, const float* x, float* y, size_t n);
 
+// out[i] = silu(gate[i]) * up[i]   (out may alias gate)
+void SiluMul(const float* gate, const float* up, size_t n, float* out);
+
+// x[0..valid) = softmax(x[0..valid)); x[valid..n) = 0 (masked positions).
+void SoftmaxPrefix(float* x, size_t n, size_t valid);
+
 }  // namespace brickserve::cpu
