@@ -31,6 +31,9 @@ class Tokenizer {
   // Decodes ids to text (transformers.js / tokenizers semantics). Invalid UTF-8 produced by byte
   // tokens is replaced by U+FFFD.
   virtual std::string Decode(std::span<const int32_t> ids, bool skip_special_tokens) const = 0;
+  // Decode without transformers' clean_up_tokenization_spaces (" ." -> "." etc.), which would
+  // change text at piece boundaries; streamed generation uses this.
+  virtual std::string DecodeVerbatim(std::span<const int32_t> ids, bool skip_special_tokens) const = 0;
 
   virtual int32_t vocab_size() const = 0;  // including added tokens
   virtual std::optional<int32_t> bos_id() const = 0;
