@@ -71,10 +71,10 @@ int RunCommand(int argc, char** argv, int first) {
     return 1;
   }
   if (!prompt_ids.empty()) {
-    for (std::string_view part : absl::StrSplit(prompt_ids, ',')) {
+    for (absl::string_view part : absl::StrSplit(prompt_ids, ',')) {
       int id = 0;
       if (!absl::SimpleAtoi(part, &id)) {
-        std::cerr << "brickserve run: --prompt-ids: \"" << part << "\" is not a token id\n";
+        std::cerr << "brickserve run: --prompt-ids: \"" << std::string(part) << "\" is not a token id\n";
         return 2;
       }
       req.prompt_ids.push_back(id);

@@ -75,8 +75,13 @@ class UnicodeNormalizer : public Normalizer {
 
 // ---- pre-tokenizers ----
 
-// Rewrites a tokenizer.json regex (Rust/Oniguruma syntax) into ICU syntax with JavaScript's
-// meaning of \s, so splits agree with transformers.js: JS \s also holds U+000B and U+FEFF.
+// JavaScript's \s, written out: ICU's \s is Unicode White_Space, which differs from it (ICU adds
+// U+0085, JS adds U+FEFF), and transformers.js is the reference.
+constexpr char kJsWhitespace[] =
+    "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}\\x{FEFF}";
+
+// Rewrites a tokenizer.json regex (Rust/Oniguruma syntax) into ICU syntax with the meaning
+// transformers.js gives it.
 std::string ToIcuPattern(std::string p) {
   // (?i:...) on the contractions is what transformers.js expands into explicit classes.
   p = absl::StrReplaceAll(p, {{"(?i:'s|'t|'re|'ve|'m|'ll|'d)", "(?:'([sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD]))"}});
@@ -88,9 +93,9 @@ std::string ToIcuPattern(std::string p) {
       const char e = p[i + 1];
       ++i;
       if (e == 's') {
-        out += in_class ? "\\s\\x{0B}\\x{FEFF}" : "[\\s\\x{0B}\\x{FEFF}]";
+        out += in_class ? std::string(kJsWhitespace) : absl::StrCat("[", kJsWhitespace, "]");
       } else if (e == 'S' && !in_class) {
-        out += "[^\\s\\x{0B}\\x{FEFF}]";
+        out += absl::StrCat("[^", kJsWhitespace, "]");
       } else {
         out += '\\';
         out += e;
