@@ -1,100 +1,56 @@
-// The tokenizer.json pipeline, with transformers.js semantics: split on added tokens, then per
-// section normalizer -> pre-tokenizer -> BPE; post-processor for special tokens; decoder chain.
+// The tokenizer.json pipeline with transformers.js semantics: split the text on added tokens; per
+// plain section normalizer -> pre-tokenizer -> BPE; post-processor special tokens around it all.
+// Decoding: ids -> token strings -> decoder chain -> optional clean-up.
 #include "engine/tokenizer/tokenizer.h"
 
+#include <exception>
 #include <fstream>
-#include <set>
 #include <sstream>
-#include <unordered_map>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "engine/tokenizer/added_tokens.h"
 #include "engine/tokenizer/bpe_model.h"
-#include "engine/tokenizer/pipeline.h"
+#include "engine/tokenizer/clean_up.h"
+#include "engine/tokenizer/decoder.h"
+#include "engine/tokenizer/json_fields.h"
+#include "engine/tokenizer/normalizer.h"
+#include "engine/tokenizer/post_processor.h"
+#include "engine/tokenizer/pre_tokenizer.h"
 #include "engine/tokenizer/unicode_util.h"
+#include "engine/util/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace brickserve {
 namespace {
 
 using nlohmann::json;
+namespace jf = json_fields;
 
-struct AddedToken {
-  std::string content;
-  int32_t id = 0;
-  bool special = false;
-  bool lstrip = false;
-  bool rstrip = false;
-};
+constexpr char kSpiece[] = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 
-// Longest-match splitter over the added tokens (a byte trie; UTF-8 keeps matches aligned).
-class AddedTokenSplitter {
- public:
-  void Add(const std::string& word, int index) {
-    int node = 0;
-    for (unsigned char c : word) {
-      auto it = nodes_[node].next.find(c);
-      if (it == nodes_[node].next.end()) {
-        nodes_[node].next[c] = static_cast<int>(nodes_.size());
-        node = static_cast<int>(nodes_.size());
-        nodes_.emplace_back();
-      } else {
-        node = it->second;
-      }
-    }
-    nodes_[node].token = index;
-  }
-  // Pieces of `text`; `token_index` is -1 for plain text.
-  std::vector<std::pair<std::string, int>> Split(std::string_view text) const {
-    std::vector<std::pair<std::string, int>> out;
-    size_t start = 0, i = 0;
-    while (i < text.size()) {
-      int node = 0, match = -1;
-      size_t match_len = 0;
-      for (size_t j = i; j < text.size(); ++j) {
-        auto it = nodes_[node].next.find(static_cast<unsigned char>(text[j]));
-        if (it == nodes_[node].next.end()) break;
-        node = it->second;
-        if (nodes_[node].token >= 0) {
-          match = nodes_[node].token;
-          match_len = j + 1 - i;
-        }
-      }
-      if (match >= 0) {
-        if (i > start) out.emplace_back(std::string(text.substr(start, i - start)), -1);
-        out.emplace_back(std::string(text.substr(i, match_len)), match);
-        i += match_len;
-        start = i;
-      } else {
-        ++i;
-      }
-    }
-    if (start < text.size()) out.emplace_back(std::string(text.substr(start)), -1);
-    return out;
-  }
-
- private:
-  struct Node {
-    std::unordered_map<unsigned char, int> next;
-    int token = -1;
-  };
-  std::vector<Node> nodes_{1};
-};
-
-absl::StatusOr<json> ReadJson(const std::string& path) {
+absl::StatusOr<json> ReadJson(const std::string& path, const std::string& name) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  if (!in) return absl::NotFoundError(absl::StrCat(name, ": cannot read ", path));
   std::stringstream ss;
   ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
-  return j;
+  try {
+    json j = json::parse(ss.str());
+    if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", path, " is not a JSON object"));
+    return j;
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": ", path, " is not valid JSON: ", e.what()));
+  }
 }
 
-// transformers.js clean_up_tokenization.
-std::string CleanUpTokenization(const std::string& text) {
-  return absl::StrReplaceAll(text, {{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
-                                    {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}});
+// tokenizer_config.json's bos_token etc.: a string, or an AddedToken object with "content".
+absl::StatusOr<std::string> ConfigToken(const json& config, const char* key) {
+  const std::string where = "tokenizer_config.json:";
+  if (!config.contains(key) || config[key].is_null()) return std::string();
+  const json& v = config[key];
+  if (v.is_object()) return jf::OptString(v, "content", jf::Path(where, key), "");
+  return jf::OptString(config, key, where, "");
 }
 
 class HfTokenizer final : public Tokenizer {
@@ -103,184 +59,185 @@ class HfTokenizer final : public Tokenizer {
 
   std::vector<int32_t> Encode(std::string_view text, bool add_special_tokens) const override;
   std::string Decode(std::span<const int32_t> ids, bool skip_special_tokens) const override {
-    return DecodeImpl(ids, skip_special_tokens, clean_up_);
+    std::string text = DecodeVerbatim(ids, skip_special_tokens);
+    return clean_up_ ? CleanUpTokenization(text) : text;
   }
-  std::string DecodeVerbatim(std::span<const int32_t> ids, bool skip_special_tokens) const override {
-    return DecodeImpl(ids, skip_special_tokens, false);
-  }
-  std::string DecodeImpl(std::span<const int32_t> ids, bool skip_special, bool clean_up) const;
-  int32_t vocab_size() const override { return model_.vocab_size(); }
+  std::string DecodeVerbatim(std::span<const int32_t> ids, bool skip_special_tokens) const override;
+  bool clean_up_tokenization_spaces() const override { return clean_up_; }
+  int32_t vocab_size() const override { return model_->vocab_size(); }
   std::optional<int32_t> bos_id() const override { return bos_; }
   std::optional<int32_t> eos_id() const override { return eos_; }
-  bool is_special(int32_t id) const override { return special_ids_.count(id) > 0; }
+  bool is_special(int32_t id) const override {
+    return id >= 0 && id < static_cast<int32_t>(special_by_id_.size()) && special_by_id_[id];
+  }
   std::string_view token_string(int32_t id) const override {
-    return id >= 0 && id < model_.vocab_size() ? std::string_view(model_.token(id)) : std::string_view();
+    const std::string* s = model_->token(id);
+    return s != nullptr ? std::string_view(*s) : std::string_view();
   }
   std::optional<int32_t> token_id(std::string_view token) const override {
-    const int32_t id = model_.Lookup(token);
+    const int32_t id = model_->Lookup(token);
     return id >= 0 ? std::optional<int32_t>(id) : std::nullopt;
   }
 
  private:
-  explicit HfTokenizer(BpeModel model) : model_(std::move(model)) {}
+  HfTokenizer() = default;
+  absl::Status ReadConfig(const json& config);
+  void EncodeSection(const AddedTokens::Section& section, bool first, std::vector<int32_t>* ids) const;
 
-  BpeModel model_;
+  std::unique_ptr<BpeModel> model_;
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   std::unique_ptr<Decoder> decoder_;
-  std::vector<AddedToken> added_;
-  std::unordered_map<int32_t, size_t> added_by_id_;
-  AddedTokenSplitter splitter_;
-  std::set<int32_t> special_ids_;
-  std::vector<int32_t> prefix_ids_, suffix_ids_;  // from the post-processor template
+  AddedTokens added_;
+  // transformers.js judges "special" by token string: added tokens marked special and the
+  // config's additional_special_tokens.
+  absl::flat_hash_set<std::string> special_strings_;
+  std::vector<bool> special_by_id_;
+  std::vector<int32_t> prefix_ids_, suffix_ids_;  // post-processor special tokens
   bool clean_up_ = true;
+  // LlamaTokenizer with legacy=false: transformers.js swaps the normalizer for a Metaspace
+  // pre-tokenizer and rewrites the text (see Encode).
+  bool llama_non_legacy_ = false;
   std::optional<int32_t> bos_, eos_;
 };
 
-// Collects the special tokens the post-processor adds around a single sequence.
-absl::Status ParsePostProcessor(const json& pp, const BpeModel& model, std::vector<int32_t>* prefix,
-                                std::vector<int32_t>* suffix) {
-  if (pp.is_null()) return absl::OkStatus();
-  const std::string type = pp.value("type", std::string());
-  if (type == "ByteLevel") return absl::OkStatus();  // offsets only; no ids added
-  if (type == "Sequence") {
-    for (const auto& p : pp["processors"]) {
-      if (auto s = ParsePostProcessor(p, model, prefix, suffix); !s.ok()) return s;
+absl::Status HfTokenizer::ReadConfig(const json& config) {
+  const std::string where = "tokenizer_config.json:";
+  BS_ASSIGN_OR_RETURN(clean_up_, jf::OptBool(config, "clean_up_tokenization_spaces", where, true));
+  BS_ASSIGN_OR_RETURN(const bool remove_space, jf::OptBool(config, "remove_space", where, false));
+  if (remove_space) return jf::Unsupported(where, "remove_space", true, "false");
+  BS_ASSIGN_OR_RETURN(const bool lower, jf::OptBool(config, "do_lowercase_and_remove_accent", where, false));
+  if (lower) return jf::Unsupported(where, "do_lowercase_and_remove_accent", true, "false");
+  BS_ASSIGN_OR_RETURN(std::string cls, jf::OptString(config, "tokenizer_class", where, ""));
+  if (cls.size() > 4 && cls.compare(cls.size() - 4, 4, "Fast") == 0) cls.resize(cls.size() - 4);
+  // Classes whose encoding or decoding transformers.js changes in ways not implemented here.
+  if (cls == "MarianTokenizer" || cls == "VitsTokenizer") return jf::Unsupported(where, "tokenizer_class", cls, "others");
+  if (config.contains("additional_special_tokens") && !config["additional_special_tokens"].is_null()) {
+    const json& list = config["additional_special_tokens"];
+    if (!list.is_array()) return jf::Unsupported(where, "additional_special_tokens", list, "an array of strings");
+    for (const auto& s : list) {
+      // transformers.js compares token strings with these; AddedToken objects never match.
+      if (s.is_string()) special_strings_.insert(s.get<std::string>());
     }
-    return absl::OkStatus();
   }
-  if (type != "TemplateProcessing") {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: post_processor.type \"", type, "\" is not supported"));
-  }
-  bool seen_sequence = false;
-  for (const auto& item : pp["single"]) {
-    if (item.contains("Sequence")) {
-      seen_sequence = true;
-    } else if (item.contains("SpecialToken")) {
-      const std::string name = item["SpecialToken"]["id"].get<std::string>();
-      const int32_t id = model.Lookup(name);
-      if (id < 0) return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: post_processor token \"", name, "\" is not in the vocabulary"));
-      (seen_sequence ? suffix : prefix)->push_back(id);
-    }
+  for (auto [key, out] : {std::pair{"bos_token", &bos_}, std::pair{"eos_token", &eos_}}) {
+    BS_ASSIGN_OR_RETURN(const std::string s, ConfigToken(config, key));
+    const int32_t id = s.empty() ? -1 : model_->Lookup(s);
+    if (id >= 0) *out = id;
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> HfTokenizer::Create(const json& tj, const json& config) {
-  if (!tj.contains("model") || !tj["model"].is_object()) return absl::InvalidArgumentError("tokenizer.json: no \"model\" object");
-  auto model = BpeModel::FromJson(tj["model"]);
-  if (!model.ok()) return model.status();
-  auto t = std::unique_ptr<HfTokenizer>(new HfTokenizer(*std::move(model)));
-  auto norm = MakeNormalizer(tj.value("normalizer", json()));
-  if (!norm.ok()) return norm.status();
-  t->normalizer_ = std::move(*norm);
-  auto pre = MakePreTokenizer(tj.value("pre_tokenizer", json()));
-  if (!pre.ok()) return pre.status();
-  t->pre_tokenizer_ = std::move(*pre);
-  auto dec = MakeDecoder(tj.value("decoder", json()));
-  if (!dec.ok()) return dec.status();
-  t->decoder_ = std::move(*dec);
+  auto t = std::unique_ptr<HfTokenizer>(new HfTokenizer());
+  if (!tj.contains("model")) return absl::InvalidArgumentError("tokenizer.json: \"model\" is missing");
+  BS_ASSIGN_OR_RETURN(t->normalizer_, MakeNormalizer(tj.value("normalizer", json()), "tokenizer.json: normalizer"));
+  BS_ASSIGN_OR_RETURN(t->pre_tokenizer_,
+                      MakePreTokenizer(tj.value("pre_tokenizer", json()), "tokenizer.json: pre_tokenizer"));
+  BS_ASSIGN_OR_RETURN(const std::string cls, jf::OptString(config, "tokenizer_class", "tokenizer_config.json:", ""));
+  BS_ASSIGN_OR_RETURN(const bool legacy, jf::OptBool(config, "legacy", "tokenizer_config.json:", true));
+  t->llama_non_legacy_ = (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast") && !legacy;
+  if (t->llama_non_legacy_) {
+    t->normalizer_ = nullptr;
+    t->pre_tokenizer_ = MakeMetaspace(kSpiece, /*add_prefix_space=*/true, "first");
+  }
+  BS_ASSIGN_OR_RETURN(t->added_, AddedTokens::FromJson(tj.value("added_tokens", json()), t->normalizer_ != nullptr));
+  std::vector<std::pair<int32_t, std::string>> added;
+  for (const AddedToken& a : t->added_.tokens()) {
+    added.emplace_back(a.id, a.content);
+    if (a.special) t->special_strings_.insert(a.content);
+  }
+  BS_ASSIGN_OR_RETURN(t->model_, BpeModel::FromJson(tj["model"], added));
+  BS_ASSIGN_OR_RETURN(t->decoder_, MakeDecoder(tj.value("decoder", json()), "tokenizer.json: decoder", &t->added_.contents()));
+  BS_RETURN_IF_ERROR(t->ReadConfig(config));
 
-  if (tj.contains("added_tokens") && tj["added_tokens"].is_array()) {
-    for (const auto& a : tj["added_tokens"]) {
-      AddedToken tok;
-      tok.content = a.value("content", std::string());
-      tok.id = a.value("id", -1);
-      tok.special = a.value("special", false);
-      tok.lstrip = a.value("lstrip", false);
-      tok.rstrip = a.value("rstrip", false);
-      if (tok.content.empty() || tok.id < 0) return absl::InvalidArgumentError("tokenizer.json: added token without content or id");
-      t->model_.AddToken(tok.id, tok.content);
-      t->splitter_.Add(tok.content, static_cast<int>(t->added_.size()));
-      t->added_by_id_[tok.id] = t->added_.size();
-      if (tok.special) t->special_ids_.insert(tok.id);
-      t->added_.push_back(std::move(tok));
+  BS_ASSIGN_OR_RETURN(const SpecialTokenFrame frame,
+                      ParsePostProcessor(tj.value("post_processor", json()), "tokenizer.json: post_processor"));
+  for (auto [names, ids] : {std::pair{&frame.prefix, &t->prefix_ids_}, std::pair{&frame.suffix, &t->suffix_ids_}}) {
+    for (const std::string& name : *names) {
+      const int32_t id = t->model_->Lookup(name);
+      if (id < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tokenizer.json: post_processor token \"", name, "\" is not in the vocabulary"));
+      }
+      ids->push_back(id);
     }
   }
-  if (config.contains("additional_special_tokens") && config["additional_special_tokens"].is_array()) {
-    for (const auto& s : config["additional_special_tokens"]) {
-      if (!s.is_string()) continue;
-      if (int32_t id = t->model_.Lookup(s.get<std::string>()); id >= 0) t->special_ids_.insert(id);
-    }
+  t->special_by_id_.assign(t->model_->vocab_size(), false);
+  for (int32_t id = 0; id < t->model_->vocab_size(); ++id) {
+    const std::string* s = t->model_->token(id);
+    t->special_by_id_[id] = s != nullptr && t->special_strings_.contains(*s);
   }
-  if (auto s = ParsePostProcessor(tj.value("post_processor", json()), t->model_, &t->prefix_ids_, &t->suffix_ids_); !s.ok()) {
-    return s;
-  }
-  t->clean_up_ = config.value("clean_up_tokenization_spaces", true);
-  // bos_token / eos_token may be a string or {"content": ...}.
-  auto token_field = [&](const char* field) -> std::optional<int32_t> {
-    if (!config.contains(field)) return std::nullopt;
-    const json& v = config[field];
-    const std::string s = v.is_string() ? v.get<std::string>() : v.is_object() ? v.value("content", std::string()) : "";
-    const int32_t id = s.empty() ? -1 : t->model_.Lookup(s);
-    return id >= 0 ? std::optional<int32_t>(id) : std::nullopt;
-  };
-  t->bos_ = token_field("bos_token");
-  t->eos_ = token_field("eos_token");
   return std::unique_ptr<Tokenizer>(std::move(t));
 }
 
-std::vector<int32_t> HfTokenizer::Encode(std::string_view raw, bool add_special_tokens) const {
-  const std::string text = unicode::SanitizeUtf8(raw);  // malformed input: U+FFFD, as a JS string would hold
-  auto sections = splitter_.Split(text);
-  // lstrip/rstrip of added tokens trim the neighbouring text.
-  for (size_t i = 0; i < sections.size(); ++i) {
-    if (sections[i].second < 0) continue;
-    const AddedToken& a = added_[sections[i].second];
-    if (a.lstrip && i > 0) sections[i - 1].first = unicode::TrimJsWhitespace(sections[i - 1].first, false, true);
-    if (a.rstrip && i + 1 < sections.size()) sections[i + 1].first = unicode::TrimJsWhitespace(sections[i + 1].first, true, false);
+void HfTokenizer::EncodeSection(const AddedTokens::Section& section, bool first, std::vector<int32_t>* ids) const {
+  if (section.text.empty()) return;
+  if (section.id >= 0) {
+    ids->push_back(section.id);
+    return;
   }
+  std::vector<std::string> words;
+  words.push_back(normalizer_ ? normalizer_->Normalize(section.text) : section.text);
+  if (words[0].empty()) return;
+  if (pre_tokenizer_) words = pre_tokenizer_->Split(std::move(words), first);
+  model_->EncodeWords(words, ids);
+}
+
+std::vector<int32_t> HfTokenizer::Encode(std::string_view raw, bool add_special_tokens) const {
+  // Malformed UTF-8 reads as U+FFFD, one per maximal invalid subsequence: the text a JavaScript
+  // caller would hold after TextDecoder.
+  std::string text = unicode::SanitizeUtf8(raw);
+  if (llama_non_legacy_ && !text.empty()) text = kSpiece + absl::StrReplaceAll(text, {{kSpiece, " "}});
+  const auto sections = added_.Split(text);
   std::vector<int32_t> ids;
   if (add_special_tokens) ids = prefix_ids_;
-  for (auto& [piece, index] : sections) {
-    if (piece.empty()) continue;
-    if (index >= 0) {
-      ids.push_back(added_[index].id);
-      continue;
-    }
-    std::string normalized = normalizer_ ? normalizer_->Normalize(std::move(piece)) : std::move(piece);
-    if (normalized.empty()) continue;
-    std::vector<std::string> words;
-    words.push_back(std::move(normalized));
-    if (pre_tokenizer_) words = pre_tokenizer_->Split(std::move(words));
-    for (const auto& w : words) model_.Tokenize(w, &ids);
+  const size_t start = ids.size();
+  for (size_t i = 0; i < sections.size(); ++i) EncodeSection(sections[i], i == 0, &ids);
+  // LlamaTokenizer (legacy=false) drops the lone leading "▁" before a special token.
+  if (llama_non_legacy_ && ids.size() > start + 1 && token_string(ids[start]) == kSpiece) {
+    const std::string* next = model_->token(ids[start + 1]);
+    if (next != nullptr && special_strings_.contains(*next)) ids.erase(ids.begin() + static_cast<ptrdiff_t>(start));
   }
   if (add_special_tokens) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
   return ids;
 }
 
-std::string HfTokenizer::DecodeImpl(std::span<const int32_t> ids, bool skip_special, bool clean_up) const {
+std::string HfTokenizer::DecodeVerbatim(std::span<const int32_t> ids, bool skip_special) const {
   std::vector<std::string> tokens;
-  std::vector<bool> added;
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
-    if (id < 0 || id >= model_.vocab_size()) continue;
-    if (skip_special && special_ids_.count(id)) continue;
-    tokens.push_back(model_.token(id));
-    added.push_back(added_by_id_.count(id) > 0);
+    const std::string* s = model_->token(id);
+    // transformers.js decodes an id without a token as the unknown token (or nothing).
+    if (s == nullptr) s = model_->unk_token().empty() ? nullptr : &model_->unk_token();
+    if (s == nullptr || (skip_special && special_strings_.contains(*s))) continue;
+    tokens.push_back(*s);
+  }
+  if (!decoder_) {
+    std::string text;
+    for (size_t i = 0; i < tokens.size(); ++i) absl::StrAppend(&text, i ? " " : "", tokens[i]);
+    return text;
   }
   std::string text;
-  if (decoder_) {
-    for (const auto& piece : decoder_->DecodeChain(std::move(tokens), added)) text += piece;
-  } else {
-    for (size_t i = 0; i < tokens.size(); ++i) text += (i ? " " : "") + tokens[i];
-  }
-  return clean_up ? CleanUpTokenization(text) : text;
+  for (const auto& piece : decoder_->DecodeChain(std::move(tokens))) text += piece;
+  return text;
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& tokenizer_json_path,
                                                            const std::string& tokenizer_config_path) {
-  auto tj = ReadJson(tokenizer_json_path);
-  if (!tj.ok()) return tj.status();
+  BS_ASSIGN_OR_RETURN(const json tj, ReadJson(tokenizer_json_path, "tokenizer.json"));
   json config = json::object();
-  if (!tokenizer_config_path.empty()) {
-    auto c = ReadJson(tokenizer_config_path);
-    if (!c.ok()) return c.status();
-    config = *std::move(c);
+  if (!tokenizer_config_path.empty() && std::ifstream(tokenizer_config_path).good()) {
+    BS_ASSIGN_OR_RETURN(config, ReadJson(tokenizer_config_path, "tokenizer_config.json"));
   }
-  return HfTokenizer::Create(*tj, config);
+  // The factories check types as they read; this is the backstop for anything they did not.
+  try {
+    return HfTokenizer::Create(tj, config);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", e.what()));
+  }
 }
 
 }  // namespace brickserve

@@ -82,18 +82,6 @@ int Utf8SequenceLength(unsigned char lead) {
   return 1;
 }
 
-std::vector<std::string_view> SplitCodePoints(std::string_view text) {
-  std::vector<std::string_view> out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size();) {
-    size_t len = Utf8SequenceLength(static_cast<unsigned char>(text[i]));
-    if (i + len > text.size()) len = text.size() - i;
-    out.push_back(text.substr(i, len));
-    i += len;
-  }
-  return out;
-}
-
 uint32_t NextCodePoint(std::string_view t, size_t* pos) {
   const unsigned char b = static_cast<unsigned char>(t[*pos]);
   const int len = Utf8SequenceLength(b);
@@ -105,16 +93,6 @@ uint32_t NextCodePoint(std::string_view t, size_t* pos) {
   for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(t[*pos + k]) & 0x3F);
   *pos += len;
   return cp;
-}
-
-bool EndsWithIncompleteSequence(std::string_view text) {
-  // Look back at most 3 bytes for a lead byte whose sequence runs past the end.
-  for (size_t back = 1; back <= 3 && back <= text.size(); ++back) {
-    const unsigned char c = static_cast<unsigned char>(text[text.size() - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking for the lead
-    return c >= 0xC0 && Utf8SequenceLength(c) > static_cast<int>(back);
-  }
-  return false;
 }
 
 bool IsJsWhitespace(uint32_t c) {

@@ -17,13 +17,7 @@ std::string SanitizeUtf8(std::string_view bytes, bool strip_bom = false);
 // Length in bytes of the UTF-8 sequence starting with `lead` (1 for invalid leads).
 int Utf8SequenceLength(unsigned char lead);
 
-// Splits valid UTF-8 into code points (each as its UTF-8 bytes).
-std::vector<std::string_view> SplitCodePoints(std::string_view text);
-
 void AppendUtf8(uint32_t code_point, std::string* out);
-
-// True if `text` ends inside a multi-byte sequence (more bytes would complete it).
-bool EndsWithIncompleteSequence(std::string_view text);
 
 // JavaScript's String.prototype.trim whitespace set.
 bool IsJsWhitespace(uint32_t code_point);
@@ -34,7 +28,7 @@ const std::vector<std::string>& ByteToUnicode();
 // Returns -1 when `code_point` is not one of the 256 mapped characters.
 int UnicodeToByte(uint32_t code_point);
 
-// Decodes one code point from valid UTF-8 at `pos`, advancing it.
+// Decodes one code point from valid UTF-8 at `pos`, advancing it (an invalid byte reads as itself).
 uint32_t NextCodePoint(std::string_view text, size_t* pos);
 
 }  // namespace brickserve::unicode
