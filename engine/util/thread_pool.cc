@@ -1,8 +1,25 @@
 #include "engine/util/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BS_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define BS_CPU_RELAX() asm volatile("yield")
+#else
+#define BS_CPU_RELAX() ((void)0)
+#endif
 
 namespace brickserve {
+namespace {
+
+// How long an idle worker spins before it blocks. Longer than the serial gaps inside a forward
+// pass (norms, sampling), short enough that an idle server sleeps at once.
+constexpr auto kSpinBeforeBlocking = std::chrono::microseconds(300);
+
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -13,7 +30,7 @@ ThreadPool::ThreadPool(int num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true);
   }
   work_cv_.notify_all();
   for (auto& t : workers_) t.join();
@@ -33,33 +50,49 @@ void ThreadPool::ParallelFor(size_t n, size_t grain, const std::function<void(si
     fn(0, n);
     return;
   }
-  {
+  fn_ = &fn;
+  n_ = n;
+  shards_ = shards;
+  // Every worker acknowledges every loop, even one with no shard for it, so none can still be
+  // reading fn_/n_/shards_ when the next loop overwrites them.
+  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  // A worker that went to sleep registered in sleepers_ before its last look at generation_, so
+  // either it sees the bump or we see it here (both seq_cst) and wake it.
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(mu_);
-    fn_ = &fn;
-    n_ = n;
-    shards_ = shards;
-    pending_ = shards - 1;
-    ++generation_;
+    work_cv_.notify_all();
   }
-  work_cv_.notify_all();
   RunShard(0);
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
+  // The shards are even, so the workers finish about when we do: spin, then yield.
+  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+    if (i < 4096) BS_CPU_RELAX();
+    else std::this_thread::yield();
+  }
   fn_ = nullptr;
 }
 
+bool ThreadPool::AwaitWork(uint64_t seen) {
+  const auto spin_until = std::chrono::steady_clock::now() + kSpinBeforeBlocking;
+  for (int i = 0;; ++i) {
+    if (generation_.load(std::memory_order_acquire) != seen) return true;
+    if (stop_.load(std::memory_order_relaxed)) return false;
+    BS_CPU_RELAX();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= spin_until) break;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  work_cv_.wait(lock, [&] { return stop_.load() || generation_.load(std::memory_order_seq_cst) != seen; });
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
+  return !stop_.load();
+}
+
 void ThreadPool::WorkerLoop(int worker_index) {
-  unsigned long seen = 0;
-  for (;;) {
-    std::unique_lock<std::mutex> lock(mu_);
-    work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-    if (stop_) return;
-    seen = generation_;
-    if (worker_index >= shards_) continue;
-    lock.unlock();
-    RunShard(worker_index);
-    lock.lock();
-    if (--pending_ == 0) done_cv_.notify_one();
+  uint64_t seen = 0;
+  while (AwaitWork(seen)) {
+    seen = generation_.load(std::memory_order_acquire);
+    if (worker_index < shards_) RunShard(worker_index);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 

@@ -1,8 +1,10 @@
 // A fixed pool of worker threads for data-parallel loops (the CPU backend's kernels).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -28,18 +30,27 @@ class ThreadPool {
  private:
   void WorkerLoop(int worker_index);
   void RunShard(int shard);
+  // Waits until generation_ differs from `seen`: spins first, because a decode step issues a
+  // few hundred short loops back to back and waking a blocked thread costs tens of microseconds.
+  // Returns false when the pool is stopping.
+  bool AwaitWork(uint64_t seen);
 
   int num_threads_;
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
+
+  // The current loop; written by ParallelFor before generation_ is bumped (release), read by the
+  // workers after they see the bump (acquire).
   const std::function<void(size_t, size_t)>* fn_ = nullptr;
   size_t n_ = 0;
   int shards_ = 0;
-  int pending_ = 0;
-  unsigned long generation_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};  // workers that have not yet finished the current loop
+
+  // Blocking, for workers that spun without seeing work.
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace brickserve

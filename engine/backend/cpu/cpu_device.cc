@@ -239,32 +239,43 @@ void CpuDevice::AttentionRows(const Buffer& q, const KvCache& cache, int layer, 
   const float* k_base = KvBase(cache, layer, 0);
   const float* v_base = KvBase(cache, layer, 1);
   const int group = p.num_heads / p.num_kv_heads;
-  // One work item per (query row, head).
+  const int hd = p.head_dim;
+  // One work item per (query row, KV head): the query heads sharing that KV head are served from
+  // one pass over its keys and values, so each K/V row is read from memory once, not `group` times.
   struct Item { int32_t seq; int32_t row; };
   std::vector<Item> rows;
   for (size_t si = 0; si < seqs.size(); ++si) {
     for (int i = 0; i < seqs[si].q_len; ++i) rows.push_back({static_cast<int32_t>(si), seqs[si].q_begin + i});
   }
-  pool_.ParallelFor(rows.size() * p.num_heads, 4, [&](size_t b, size_t e) {
-    std::vector<float> scores;
+  pool_.ParallelFor(rows.size() * p.num_kv_heads, 1, [&](size_t b, size_t e) {
+    std::vector<float> scores;  // group x (pos + 1)
     for (size_t it = b; it < e; ++it) {
-      const Item& item = rows[it / p.num_heads];
-      const int h = static_cast<int>(it % p.num_heads);
-      const int kvh = h / group;
+      const Item& item = rows[it / p.num_kv_heads];
+      const int kvh = static_cast<int>(it % p.num_kv_heads);
       const auto& sq = seqs[item.seq];
       const int pos = sq.context_len - sq.q_len + (item.row - sq.q_begin);  // causal: see [0, pos]
-      const float* qv = q.data + item.row * q_dim + h * p.head_dim;
-      scores.resize(pos + 1);
-      for (int t = 0; t <= pos; ++t) {
-        const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
-        scores[t] = cpu::Dot(qv, k_base + slot * kv_dim + kvh * p.head_dim, p.head_dim) * p.scale;
+      const size_t n = static_cast<size_t>(pos) + 1;
+      const float* q0 = q.data + item.row * q_dim + static_cast<size_t>(kvh) * group * hd;
+      float* o0 = out.data + item.row * q_dim + static_cast<size_t>(kvh) * group * hd;
+      scores.resize(n * group);
+      // Keys block by block: the slots of a block are contiguous in the cache.
+      for (size_t t0 = 0; t0 < n; t0 += s.block_size) {
+        const size_t slot0 = static_cast<size_t>(sq.block_table[t0 / s.block_size]) * s.block_size;
+        const size_t len = std::min<size_t>(s.block_size, n - t0);
+        for (size_t j = 0; j < len; ++j) {
+          const float* kr = k_base + (slot0 + j) * kv_dim + kvh * hd;
+          for (int g = 0; g < group; ++g) scores[g * n + t0 + j] = cpu::Dot(q0 + g * hd, kr, hd) * p.scale;
+        }
       }
-      cpu::SoftmaxPrefix(scores.data(), scores.size(), scores.size());
-      float* o = out.data + item.row * q_dim + h * p.head_dim;
-      std::fill_n(o, p.head_dim, 0.0f);
-      for (int t = 0; t <= pos; ++t) {
-        const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
-        cpu::Axpy(scores[t], v_base + slot * kv_dim + kvh * p.head_dim, o, p.head_dim);
+      for (int g = 0; g < group; ++g) cpu::SoftmaxPrefix(scores.data() + g * n, n, n);
+      std::fill_n(o0, static_cast<size_t>(group) * hd, 0.0f);
+      for (size_t t0 = 0; t0 < n; t0 += s.block_size) {
+        const size_t slot0 = static_cast<size_t>(sq.block_table[t0 / s.block_size]) * s.block_size;
+        const size_t len = std::min<size_t>(s.block_size, n - t0);
+        for (size_t j = 0; j < len; ++j) {
+          const float* vr = v_base + (slot0 + j) * kv_dim + kvh * hd;
+          for (int g = 0; g < group; ++g) cpu::Axpy(scores[g * n + t0 + j], vr, o0 + g * hd, hd);
+        }
       }
     }
   });
