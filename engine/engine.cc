@@ -80,6 +80,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   info.hidden_size = e->config_.hidden_size;
   info.weight_bytes = e->model_->weight_bytes();
   info.kv_cache_bytes = spec.bytes();
+  info.bos_id = e->tokenizer_->bos_id();
+  info.eos_ids = e->eos_ids_;
   return e;
 }
 
@@ -117,13 +119,14 @@ bool Engine::IsStopToken(const GenerationRequest& r, int32_t id) const {
   return std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), id) != r.stop_token_ids.end();
 }
 
-absl::Status Engine::Prefill(std::span<const int32_t> ids, int start, BlockTable& table, bool all_logits,
-                             std::vector<float>* logits) {
+absl::StatusOr<bool> Engine::Prefill(std::span<const int32_t> ids, int start, BlockTable& table, bool all_logits,
+                                     std::vector<float>* logits, const StopCheck& should_stop) {
   BS_RETURN_IF_ERROR(table.Reserve(start + static_cast<int>(ids.size())));
   logits->clear();
   std::vector<float> chunk_logits;
   const size_t chunk = static_cast<size_t>(model_->max_batch_tokens());
   for (size_t off = 0; off < ids.size(); off += chunk) {
+    if (should_stop && should_stop()) return false;
     const size_t n = std::min(chunk, ids.size() - off);
     SequenceInput in{ids.subspan(off, n), start + static_cast<int32_t>(off), table.blocks(), all_logits};
     BS_RETURN_IF_ERROR(model_->Forward(std::span<const SequenceInput>(&in, 1), kv_cache_, &chunk_logits));
@@ -133,10 +136,11 @@ absl::Status Engine::Prefill(std::span<const int32_t> ids, int start, BlockTable
       logits->swap(chunk_logits);
     }
   }
-  return absl::OkStatus();
+  return true;
 }
 
-absl::StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& request, const StreamCallback& on_piece) {
+absl::StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& request, const StreamCallback& on_piece,
+                                                  const StopCheck& should_stop) {
   BS_RETURN_IF_ERROR(Validate(request));
   std::lock_guard<std::mutex> lock(mu_);
   const auto start_time = Clock::now();
@@ -146,7 +150,12 @@ absl::StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& reque
 
   BlockTable table(blocks_.get(), kv_cache_.spec.block_size);
   std::vector<float> logits;
-  BS_RETURN_IF_ERROR(Prefill(request.prompt_ids, 0, table, false, &logits));
+  BS_ASSIGN_OR_RETURN(const bool prefilled, Prefill(request.prompt_ids, 0, table, false, &logits, should_stop));
+  if (!prefilled) {
+    result.finish_reason = FinishReason::kCancelled;
+    result.total_time_s = Seconds(start_time);
+    return result;
+  }
 
   Sampler sampler(request.sampling, request.prompt_ids);
   IncrementalDecoder decoder(*tokenizer_, request.skip_special_tokens);
@@ -200,6 +209,10 @@ absl::StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& reque
       piece = StreamPiece();
     }
     if (finished) break;
+    if (should_stop && should_stop()) {
+      result.finish_reason = FinishReason::kCancelled;
+      break;
+    }
     // Decode step: run the sampled token.
     BS_RETURN_IF_ERROR(table.Reserve(pos + 1));
     const int32_t id = tok.id;
@@ -226,7 +239,7 @@ absl::StatusOr<ScoreResult> Engine::Score(std::span<const int32_t> ids, int top_
   BlockTable table(blocks_.get(), kv_cache_.spec.block_size);
   std::vector<float> logits;
   // The last token's logits are not needed: they would score a token that is not there.
-  BS_RETURN_IF_ERROR(Prefill(ids.first(ids.size() - 1), 0, table, true, &logits));
+  BS_RETURN_IF_ERROR(Prefill(ids.first(ids.size() - 1), 0, table, true, &logits).status());
   ScoreResult out;
   const size_t V = config_.vocab_size;
   for (size_t i = 1; i < ids.size(); ++i) {

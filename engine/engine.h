@@ -5,7 +5,9 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/backend/device.h"
@@ -36,6 +38,8 @@ struct EngineInfo {
   int hidden_size = 0;
   size_t weight_bytes = 0;
   size_t kv_cache_bytes = 0;
+  std::optional<int32_t> bos_id;  // the tokenizer's BOS token, if it has one
+  std::vector<int32_t> eos_ids;   // every id that ends generation (unless ignore_eos)
 };
 
 class Engine {
@@ -51,8 +55,11 @@ class Engine {
   absl::Status Validate(const GenerationRequest& request) const;
 
   // Generates a continuation; `on_piece` (optional) streams the output as it becomes final and
-  // may cancel. Requests run one at a time for now.
-  absl::StatusOr<GenerationResult> Generate(const GenerationRequest& request, const StreamCallback& on_piece = {});
+  // may cancel; `should_stop` (optional) is polled between prefill chunks and at every decode
+  // step. A cancelled generation returns OK with FinishReason::kCancelled. Requests run one at a
+  // time for now.
+  absl::StatusOr<GenerationResult> Generate(const GenerationRequest& request, const StreamCallback& on_piece = {},
+                                            const StopCheck& should_stop = {});
 
   // Log-probabilities of each token of `ids` given the ones before it.
   absl::StatusOr<ScoreResult> Score(std::span<const int32_t> ids, int top_logprobs);
@@ -61,8 +68,9 @@ class Engine {
   Engine() = default;
   // Runs `ids` through the model at positions [start, start + ids.size()) in chunks of
   // max_batch_tokens; returns the logits of the last token, or of every token with `all_logits`.
-  absl::Status Prefill(std::span<const int32_t> ids, int start, BlockTable& table, bool all_logits,
-                       std::vector<float>* logits);
+  // Returns false (logits unset) when `should_stop` asked to stop between chunks.
+  absl::StatusOr<bool> Prefill(std::span<const int32_t> ids, int start, BlockTable& table, bool all_logits,
+                               std::vector<float>* logits, const StopCheck& should_stop = {});
   bool IsStopToken(const GenerationRequest& request, int32_t id) const;
 
   EngineOptions options_;

@@ -47,6 +47,10 @@ struct StreamPiece {
 // Called for each piece; return false to cancel the generation.
 using StreamCallback = std::function<bool(const StreamPiece&)>;
 
+// Polled between prefill chunks and before every decode step; true stops the generation with
+// FinishReason::kCancelled. Lets a caller stop a request whose output is not yet a piece.
+using StopCheck = std::function<bool()>;
+
 struct GenerationResult {
   std::vector<GeneratedToken> tokens;  // every generated token, including a final stop token
   std::string text;                    // decoded output, without the stop string

@@ -66,5 +66,44 @@ TEST(GoldenGenerate, ScoreEqualsReferenceLogSoftmax) {
   }
 }
 
+// The stop check is polled between prefill chunks and before each decode step, so a caller can
+// stop a request whose output has not yet formed a piece.
+TEST(GoldenGenerate, StopCheckEndsPrefillAndDecode) {
+  BS_SKIP_WITHOUT_GOLDEN();
+  const auto c = LoadGoldenCase(GoldenCaseNames().front());
+  EngineOptions o;
+  o.model_dir = c.dir;
+  o.max_batch_tokens = 4;  // the prompt is prefilled in several chunks
+  auto engine = Engine::Load(o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  GenerationRequest r;
+  r.prompt_ids = c.prompt_ids;
+  r.max_new_tokens = 20;
+  r.ignore_eos = true;
+
+  const int chunks = static_cast<int>((c.prompt_ids.size() + 3) / 4);
+  ASSERT_GE(chunks, 3);
+  int polls = 0;
+  auto during_prefill = (*engine)->Generate(r, {}, [&] { return ++polls > 2; });
+  ASSERT_TRUE(during_prefill.ok()) << during_prefill.status();
+  EXPECT_EQ(during_prefill->finish_reason, FinishReason::kCancelled);
+  EXPECT_TRUE(during_prefill->tokens.empty());
+  EXPECT_EQ(polls, 3);
+
+  polls = 0;
+  auto during_decode = (*engine)->Generate(r, {}, [&] { return ++polls > chunks + 5; });
+  ASSERT_TRUE(during_decode.ok()) << during_decode.status();
+  EXPECT_EQ(during_decode->finish_reason, FinishReason::kCancelled);
+  // Chunks polls pass prefill; 5 decode polls pass, the 6th stops after the 6th sampled token.
+  EXPECT_EQ(during_decode->tokens.size(), 6u);
+  std::vector<int32_t> prefix(c.greedy_ids.begin(), c.greedy_ids.begin() + 6);
+  EXPECT_EQ(during_decode->token_ids(), prefix);
+
+  // The engine is unharmed: the next request runs in full.
+  auto full = (*engine)->Generate(r);
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(full->completion_tokens, 20);
+}
+
 }  // namespace
 }  // namespace brickserve
