@@ -1,16 +1,35 @@
-// The one `brickserve` binary: subcommands dispatch here.
+// The one `brickserve` binary: subcommands dispatch here. Without gRPC at build time it carries
+// only the engine's `run`.
 #include <cstring>
 #include <iostream>
 
 #include "engine/cli/run_command.h"
+#ifdef BRICKSERVE_HAVE_GRPC
+#include "server/cli/client_commands.h"
+#include "server/cli/serve_command.h"
+#endif
 
 namespace {
 
+struct Command {
+  const char* name;
+  int (*run)(int argc, char** argv, int first);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+#ifdef BRICKSERVE_HAVE_GRPC
+    {"serve", brickserve::ServeCommand, "serve a model over gRPC (brickserve.v1.InferenceService)"},
+    {"generate", brickserve::GenerateCommand, "generate text by calling a running server"},
+    {"tokenize", brickserve::TokenizeCommand, "encode (or decode) with a running server's tokenizer"},
+#endif
+    {"run", brickserve::RunCommand, "generate from a prompt with the engine alone (no server)"},
+};
+
 void PrintUsage() {
-  std::cout << "usage: brickserve <command> [flags]\n\n"
-               "commands:\n"
-               "  run     generate from a prompt with the engine alone (no server)\n\n"
-               "`brickserve <command> --help` lists the command's flags.\n";
+  std::cout << "usage: brickserve <command> [flags]\n\ncommands:\n";
+  for (const auto& c : kCommands) std::cout << "  " << c.name << std::string(10 - std::strlen(c.name), ' ') << c.summary << "\n";
+  std::cout << "\n`brickserve <command> --help` lists the command's flags.\n";
 }
 
 }  // namespace
@@ -20,7 +39,9 @@ int main(int argc, char** argv) {
     PrintUsage();
     return argc < 2 ? 2 : 0;
   }
-  if (std::strcmp(argv[1], "run") == 0) return brickserve::RunCommand(argc, argv, 2);
+  for (const auto& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) == 0) return c.run(argc, argv, 2);
+  }
   std::cerr << "brickserve: unknown command \"" << argv[1] << "\"\n";
   PrintUsage();
   return 2;

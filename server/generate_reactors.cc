@@ -1,0 +1,332 @@
+#include "server/generate_reactors.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <mutex>
+
+#include "server/request_convert.h"
+#include "server/status_mapping.h"
+#include "server/wire.h"
+
+namespace brickserve {
+namespace {
+
+// What Generate and GenerateStream share: admission (validate, count, queue), cancellation and
+// deadline, running the engine, and the lifetime. A call is referenced by the gRPC side (until
+// OnDone) and, once queued, by the worker side (until Run/Abandon returns or the job is taken out
+// of the queue); the last one deletes it, and only then is the request counted as freed.
+class GenerationCall : public QueuedJob {
+ protected:
+  GenerationCall(const ServiceDeps& deps, grpc::CallbackServerContext* context)
+      : deps_(deps), deadline_(context->deadline()), deadline_slack_(DeadlineSlack(deadline_)) {}
+
+  ~GenerationCall() override {
+    if (!accepted_) return;
+    RequestStats::Outcome outcome = RequestStats::Outcome::kCompleted;
+    if (deadline_hit_.load()) outcome = RequestStats::Outcome::kDeadlineExceeded;
+    else if (cancelled_.load()) outcome = RequestStats::Outcome::kCancelled;
+    else if (failed_) outcome = RequestStats::Outcome::kFailed;
+    deps_.stats->Finished(outcome, generated_tokens_);
+  }
+
+  // Validates the request and queues it. A non-OK result is the status to finish the call with.
+  grpc::Status Admit(const grpc::ByteBuffer& bytes) {
+    absl::StatusOr<GenerationRequest> converted = Convert(bytes);
+    if (!converted.ok()) {
+      deps_.stats->Rejected();
+      return ToGrpcStatus(converted.status());
+    }
+    request_ = std::move(*converted);
+    with_logprobs_ = request_.logprobs || request_.top_logprobs > 0;
+    deps_.stats->Accepted();
+    accepted_ = true;
+    refs_.fetch_add(1);  // the worker side, from here on
+    if (absl::Status s = deps_.queue->Submit(this); !s.ok()) {
+      refs_.fetch_sub(1);
+      deps_.stats->Unaccepted();
+      accepted_ = false;
+      return ToGrpcStatus(s);
+    }
+    return grpc::Status::OK;
+  }
+
+  absl::StatusOr<GenerationRequest> Convert(const grpc::ByteBuffer& bytes) const {
+    v1::GenerateRequest request;
+    if (absl::Status s = ParseRequest(bytes, &request); !s.ok()) return s;
+    return ToEngineRequest(request, *deps_.engine, deps_.limits);
+  }
+
+  // A client's deadline timer fires before the server's (the server counts the timeout from when
+  // the call arrived), so a cancellation this close to the deadline is counted as the deadline.
+  static std::chrono::system_clock::duration DeadlineSlack(std::chrono::system_clock::time_point deadline) {
+    if (deadline == std::chrono::system_clock::time_point::max()) return {};  // no deadline
+    const auto timeout = deadline - std::chrono::system_clock::now();
+    return std::clamp<std::chrono::system_clock::duration>(timeout / 4, std::chrono::milliseconds(100),
+                                                          std::chrono::seconds(1));
+  }
+
+  // From OnCancel. Returns true when the job was still queued: it will never run, and the caller
+  // finishes it and drops the worker side's reference.
+  bool Cancel() {
+    if (std::chrono::system_clock::now() + deadline_slack_ >= deadline_) deadline_hit_.store(true);
+    cancelled_.store(true);
+    return accepted_ && deps_.queue->Remove(this);
+  }
+
+  // Checked before and during generation (the engine asks between prefill chunks and at every
+  // decode step).
+  bool ShouldStop() {
+    if (cancelled_.load() || deadline_hit_.load()) return true;
+    if (std::chrono::system_clock::now() >= deadline_) {
+      deadline_hit_.store(true);
+      return true;
+    }
+    return false;
+  }
+
+  // Runs the engine on the worker thread. `on_piece` may be empty (unary).
+  absl::StatusOr<GenerationResult> RunEngine(const std::function<void(const StreamPiece&)>& on_piece) {
+    auto result = deps_.engine->Generate(
+        request_,
+        [&](const StreamPiece& piece) {
+          if (ShouldStop()) return false;
+          if (on_piece) on_piece(piece);
+          return true;
+        },
+        [this] { return ShouldStop(); });
+    if (result.ok()) generated_tokens_ = result->completion_tokens;
+    else failed_ = true;
+    return result;
+  }
+
+  // The status of a call that stopped early.
+  grpc::Status StoppedStatus() const {
+    if (deadline_hit_.load()) return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+    return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+  }
+
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  const ServiceDeps deps_;
+  const std::chrono::system_clock::time_point deadline_;  // copied: the context dies at OnDone
+  const std::chrono::system_clock::duration deadline_slack_;
+  GenerationRequest request_;
+  bool with_logprobs_ = false;
+  bool accepted_ = false;
+  bool failed_ = false;  // worker thread only, read in the destructor
+  int64_t generated_tokens_ = 0;
+  std::atomic<bool> cancelled_{false}, deadline_hit_{false};
+  std::atomic<int> refs_{1};  // the gRPC side
+};
+
+class UnaryGenerate final : public grpc::ServerUnaryReactor, public GenerationCall {
+ public:
+  UnaryGenerate(const ServiceDeps& deps, grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                grpc::ByteBuffer* response)
+      : GenerationCall(deps, context), response_(response) {
+    if (grpc::Status s = Admit(*request); !s.ok()) FinishOnce(s, nullptr);
+  }
+
+  void Run() override {
+    grpc::ByteBuffer body;
+    grpc::Status status = grpc::Status::OK;
+    if (ShouldStop()) {
+      status = StoppedStatus();
+    } else if (auto result = RunEngine({}); !result.ok()) {
+      status = ToGrpcStatus(result.status());
+    } else if (result->finish_reason == FinishReason::kCancelled) {
+      status = StoppedStatus();
+    } else {
+      v1::GenerateResponse response;
+      FillResponse(*result, with_logprobs_, &response);
+      status = ToGrpcStatus(SerializeResponse(response, &body));
+    }
+    FinishOnce(status, status.ok() ? &body : nullptr);
+    Unref();
+  }
+
+  void Abandon() override {
+    FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"), nullptr);
+    Unref();
+  }
+
+  void OnCancel() override {
+    const bool was_queued = Cancel();
+    // The client is gone: answer now, whatever the worker is doing.
+    FinishOnce(StoppedStatus(), nullptr);
+    if (was_queued) Unref();
+  }
+
+  void OnDone() override { Unref(); }
+
+ private:
+  // The response object belongs to gRPC and is gone after OnDone, so it is written only by the
+  // one caller that gets to finish.
+  void FinishOnce(const grpc::Status& status, grpc::ByteBuffer* body) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    if (body != nullptr) response_->Swap(body);
+    Finish(status);
+  }
+
+  grpc::ByteBuffer* const response_;
+  std::mutex mu_;
+  bool finished_ = false;
+};
+
+class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, public GenerationCall {
+ public:
+  StreamGenerate(const ServiceDeps& deps, grpc::CallbackServerContext* context, const grpc::ByteBuffer* request)
+      : GenerationCall(deps, context) {
+    if (grpc::Status s = Admit(*request); !s.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        finished_ = true;
+      }
+      Finish(s);
+    }
+  }
+
+  void Run() override {
+    if (!ShouldStop()) {
+      auto result = RunEngine([this](const StreamPiece& piece) {
+        v1::GenerateStreamResponse message;
+        FillPiece(piece, with_logprobs_, message.mutable_piece());
+        Push(message);
+      });
+      if (!result.ok()) {
+        SetFinalStatus(ToGrpcStatus(result.status()));
+      } else if (result->finish_reason == FinishReason::kCancelled) {
+        SetFinalStatus(StoppedStatus());
+      } else {
+        v1::GenerateStreamResponse message;
+        FillFinal(*result, message.mutable_final());
+        Push(message);
+      }
+    } else {
+      SetFinalStatus(StoppedStatus());
+    }
+    WorkerDone();
+  }
+
+  void Abandon() override {
+    SetFinalStatus(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+    WorkerDone();
+  }
+
+  void OnCancel() override {
+    const bool was_queued = Cancel();
+    if (was_queued) {
+      WorkerDone();
+    } else {
+      Perform(NextStep());
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      pending_.pop_front();
+      // A failed write means the stream is broken (the client left); stop generating.
+      if (!ok) cancelled_.store(true);
+    }
+    Perform(NextStep());
+  }
+
+  void OnDone() override { Unref(); }
+
+ private:
+  struct Step {
+    enum { kNone, kWrite, kFinish } kind = kNone;
+    const grpc::ByteBuffer* message = nullptr;
+    grpc::Status status;
+  };
+
+  void Push(const v1::GenerateStreamResponse& message) {
+    grpc::ByteBuffer bytes;
+    if (absl::Status s = SerializeResponse(message, &bytes); !s.ok()) {
+      failed_ = true;  // worker thread, like every Push
+      SetFinalStatus(ToGrpcStatus(s));
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) return;
+      // Pieces queue here while a write is in flight; a slow reader costs memory bounded by
+      // max_new_tokens, never a thread and never the engine.
+      pending_.push_back(std::move(bytes));
+    }
+    Perform(NextStep());
+  }
+
+  void SetFinalStatus(const grpc::Status& status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (final_status_.ok()) final_status_ = status;
+  }
+
+  void WorkerDone() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      worker_done_ = true;
+    }
+    Perform(NextStep());
+    Unref();
+  }
+
+  // Decides under the lock what to do next; Perform() does it outside the lock, so a reaction
+  // that gRPC runs inline can take the lock again.
+  Step NextStep() {
+    std::lock_guard<std::mutex> lock(mu_);
+    Step step;
+    if (finished_ || writing_) return step;
+    if (cancelled_.load()) {
+      finished_ = true;
+      step.kind = Step::kFinish;
+      step.status = StoppedStatus();
+    } else if (!pending_.empty()) {
+      writing_ = true;
+      step.kind = Step::kWrite;
+      step.message = &pending_.front();  // deque: stays put while more are pushed behind it
+    } else if (worker_done_) {
+      finished_ = true;
+      step.kind = Step::kFinish;
+      step.status = final_status_;
+    }
+    return step;
+  }
+
+  void Perform(const Step& step) {
+    if (step.kind == Step::kWrite) StartWrite(step.message);
+    else if (step.kind == Step::kFinish) Finish(step.status);
+  }
+
+  std::mutex mu_;
+  std::deque<grpc::ByteBuffer> pending_;  // front() is in flight while writing_
+  bool writing_ = false;
+  bool finished_ = false;
+  bool worker_done_ = false;
+  grpc::Status final_status_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* StartGenerate(const ServiceDeps& deps, grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  return new UnaryGenerate(deps, context, request, response);
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* StartGenerateStream(const ServiceDeps& deps,
+                                                                grpc::CallbackServerContext* context,
+                                                                const grpc::ByteBuffer* request) {
+  return new StreamGenerate(deps, context, request);
+}
+
+}  // namespace brickserve

@@ -1,0 +1,32 @@
+// The reactors of Generate and GenerateStream (gRPC callback API). A call holds no thread while it
+// waits: validation happens on the gRPC thread, generation on the GenerationQueue's worker, and the
+// stream's writes are started from whichever thread has the next piece, one in flight at a time.
+#pragma once
+
+#include "brickserve/v1/inference.grpc.pb.h"
+#include "engine/engine.h"
+#include "grpcpp/grpcpp.h"
+#include "server/config.h"
+#include "server/generation_queue.h"
+#include "server/request_stats.h"
+
+namespace brickserve {
+
+// What the calls need; outlives every call (the server shuts down before it goes away).
+struct ServiceDeps {
+  Engine* engine = nullptr;
+  Limits limits;
+  GenerationQueue* queue = nullptr;
+  RequestStats* stats = nullptr;
+};
+
+// Requests arrive and responses leave as serialised v1.GenerateRequest / v1.GenerateResponse /
+// v1.GenerateStreamResponse bytes (see wire.h for why).
+grpc::ServerUnaryReactor* StartGenerate(const ServiceDeps& deps, grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request, grpc::ByteBuffer* response);
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* StartGenerateStream(const ServiceDeps& deps,
+                                                                grpc::CallbackServerContext* context,
+                                                                const grpc::ByteBuffer* request);
+
+}  // namespace brickserve

@@ -1,0 +1,36 @@
+// Between the wire (brickserve.v1 messages) and the engine (GenerationRequest/Result): request
+// validation with field-naming errors, and filling responses. No gRPC here, only absl::Status.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "brickserve/v1/inference.pb.h"
+#include "engine/engine.h"
+#include "server/config.h"
+
+namespace brickserve {
+
+// Builds the engine request, or returns INVALID_ARGUMENT naming the field and its limit,
+// NOT_FOUND for a brick that is not loaded, UNIMPLEMENTED for a router policy not supported yet.
+// Runs the engine's own checks (Engine::Validate, which includes ValidateSamplingParams) last.
+absl::StatusOr<GenerationRequest> ToEngineRequest(const v1::GenerateRequest& request, const Engine& engine,
+                                                  const Limits& limits);
+
+// Bricks and router policy (shared by every request type that carries them).
+absl::Status CheckBricksAndRouter(const google::protobuf::RepeatedPtrField<std::string>& bricks,
+                                  const v1::RouterPolicy& router);
+
+// Ids must be in [0, vocab_size); `field` names them in the error.
+absl::Status CheckTokenIds(std::span<const int32_t> ids, int vocab_size, const char* field);
+
+// Well-formed UTF-8: no overlong forms, surrogates or code points past U+10FFFF.
+bool IsValidUtf8(std::string_view s);
+
+v1::FinishReason ToProto(FinishReason reason);
+void FillToken(const GeneratedToken& token, bool with_logprobs, v1::Token* out);
+void FillUsage(const GenerationResult& result, v1::Usage* out);
+void FillResponse(const GenerationResult& result, bool with_logprobs, v1::GenerateResponse* out);
+// The streamed piece; `with_logprobs` as the request asked.
+void FillPiece(const StreamPiece& piece, bool with_logprobs, v1::GeneratePiece* out);
+void FillFinal(const GenerationResult& result, v1::GenerateFinal* out);
+
+}  // namespace brickserve

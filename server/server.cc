@@ -1,0 +1,58 @@
+#include "server/server.h"
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace brickserve {
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::ServerConfig& config) {
+  auto limits = ResolveLimits(config.limits(), engine->max_context());
+  if (!limits.ok()) return limits.status();
+  auto server = std::unique_ptr<Server>(new Server());
+  server->limits_ = *limits;
+  server->queue_ = std::make_unique<GenerationQueue>(limits->max_queued_requests);
+  ServiceDeps deps{engine, *limits, server->queue_.get(), &server->stats_};
+  server->service_ = std::make_unique<InferenceService>(deps);
+
+  // Both are process-wide switches that apply to servers built after them.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // Without this, Linux gRPC sets SO_REUSEPORT and a second server on a busy port would silently
+  // share it instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(limits->max_request_bytes);
+  builder.AddListeningPort(config.listen(), grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    server->queue_->Shutdown();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen(),
+                                               " (address in use or not local?)"));
+  }
+  const std::string host = config.listen().substr(0, config.listen().rfind(':'));
+  server->address_ = absl::StrCat(host, ":", server->port_);
+  server->server_->GetHealthCheckService()->SetServingStatus(v1::InferenceService::service_full_name(), true);
+  return server;
+}
+
+Server::~Server() { Shutdown(std::chrono::milliseconds(0)); }
+
+void Server::Shutdown(std::chrono::milliseconds grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  if (server_ != nullptr) {
+    // NOT_SERVING first, so health-checking load balancers stop sending new calls.
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    queue_->StopAccepting();
+    stats_.WaitUntilIdle(std::chrono::steady_clock::now() + grace);
+    // Anything still running is cancelled now; its reactor finishes and the worker lets go of it.
+    server_->Shutdown(std::chrono::system_clock::now());
+    server_->Wait();
+  }
+  if (queue_ != nullptr) queue_->Shutdown();
+}
+
+}  // namespace brickserve

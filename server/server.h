@@ -1,0 +1,52 @@
+// The gRPC server around a loaded engine: the inference service, the standard health service
+// (grpc.health.v1) and server reflection, on one listening address.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "brickserve/v1/server_config.pb.h"
+#include "engine/engine.h"
+#include "grpcpp/server.h"
+#include "server/config.h"
+#include "server/generation_queue.h"
+#include "server/inference_service.h"
+#include "server/request_stats.h"
+
+namespace brickserve {
+
+class Server {
+ public:
+  // Serves `engine` (which must outlive the server) as `config` says; `config` was normalised
+  // (NormalizeServerConfig). Fails when the limits do not fit the model or the address is taken.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(Engine* engine, const v1::ServerConfig& config);
+  ~Server();
+
+  // The address actually bound: the configured host with the chosen port (port 0 picks one).
+  const std::string& address() const { return address_; }
+  int port() const { return port_; }
+  const Limits& limits() const { return limits_; }
+
+  // Graceful stop: reports NOT_SERVING, refuses new generations (UNAVAILABLE), lets the accepted
+  // ones finish for up to `grace`, then cancels what is left, closes the connections and stops the
+  // worker. Returns as soon as nothing is in flight: idle client connections do not hold it up
+  // (gRPC's own graceful shutdown would wait for every client to acknowledge its GOAWAY).
+  // Idempotent.
+  void Shutdown(std::chrono::milliseconds grace);
+
+ private:
+  Server() = default;
+
+  Limits limits_;
+  std::string address_;
+  int port_ = 0;
+  RequestStats stats_;  // before queue_: jobs that finish while the queue shuts down count here
+  std::unique_ptr<GenerationQueue> queue_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  bool shut_down_ = false;
+};
+
+}  // namespace brickserve
