@@ -26,8 +26,9 @@ constexpr int64_t kConvertTileRows = 256;
 }  // namespace
 
 CpuDevice::CpuDevice(int threads) : pool_(threads) {
-  // OpenBLAS runs its own threads inside each SGEMM call; give it the same core budget.
-  openblas_set_num_threads(pool_.num_threads());
+  // One pool owns the cores: SGEMMs are split across pool_ and each runs single-threaded.
+  // OpenBLAS's own threads would otherwise compete with pool_'s spinning workers.
+  openblas_set_num_threads(1);
 }
 
 std::string CpuDevice::name() const { return absl::StrCat("cpu (", pool_.num_threads(), " threads)"); }
@@ -123,24 +124,25 @@ absl::Status CpuDevice::RmsNorm(const Buffer& x, const Weight& weight, int rows,
 
 absl::Status CpuDevice::Gemm(const float* x, int rows, const Weight& w, float* y) {
   const int64_t in = w.cols, out_dim = w.rows;
-  if (w.dtype == DType::kF32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in, 1.0f, x, in,
-                static_cast<const float*>(w.data), in, 0.0f, y, out_dim);
-    return absl::OkStatus();
-  }
-  // F16/BF16: widen a tile of weight rows, then SGEMM on it. Prefill is compute bound, so the
-  // widening pass costs little next to the product.
-  convert_scratch_.resize(static_cast<size_t>(kConvertTileRows * in));
-  for (int64_t o0 = 0; o0 < out_dim; o0 += kConvertTileRows) {
-    const int64_t tile = std::min(kConvertTileRows, out_dim - o0);
-    const auto* src = static_cast<const std::byte*>(w.data) + o0 * in * DTypeSize(w.dtype);
-    pool_.ParallelFor(static_cast<size_t>(tile), 16, [&](size_t b, size_t e) {
-      cpu::ConvertToF32(src + b * in * DTypeSize(w.dtype), w.dtype, (e - b) * in,
-                        convert_scratch_.data() + b * in);
-    });
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, tile, in, 1.0f, x, in,
-                convert_scratch_.data(), in, 0.0f, y + o0, out_dim);
-  }
+  const size_t elem = DTypeSize(w.dtype);
+  // Each thread computes a contiguous range of output features. F16/BF16 weights are widened a
+  // tile of rows at a time into that thread's scratch just before the SGEMM; prefill is compute
+  // bound, so the widening pass costs little next to the product.
+  pool_.ParallelFor(static_cast<size_t>(out_dim), 64, [&](size_t b, size_t e) {
+    if (w.dtype == DType::kF32) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, static_cast<int>(e - b), in, 1.0f, x, in,
+                  static_cast<const float*>(w.data) + b * in, in, 0.0f, y + b, out_dim);
+      return;
+    }
+    thread_local std::vector<float> scratch;
+    scratch.resize(static_cast<size_t>(kConvertTileRows * in));
+    for (size_t o0 = b; o0 < e; o0 += kConvertTileRows) {
+      const size_t tile = std::min<size_t>(kConvertTileRows, e - o0);
+      cpu::ConvertToF32(static_cast<const std::byte*>(w.data) + o0 * in * elem, w.dtype, tile * in, scratch.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, static_cast<int>(tile), in, 1.0f, x, in,
+                  scratch.data(), in, 0.0f, y + o0, out_dim);
+    }
+  });
   return absl::OkStatus();
 }
 
@@ -293,7 +295,6 @@ void CpuDevice::AttentionGemm(const Buffer& q, const KvCache& cache, int layer, 
   const int group = p.num_heads / p.num_kv_heads;
   attn_k_.resize(static_cast<size_t>(ctx) * kv_dim);
   attn_v_.resize(static_cast<size_t>(ctx) * kv_dim);
-  attn_scores_.resize(static_cast<size_t>(qn) * ctx);
   const float* k_base = KvBase(cache, layer, 0);
   const float* v_base = KvBase(cache, layer, 1);
   for (int t = 0; t < ctx; ++t) {
@@ -301,21 +302,24 @@ void CpuDevice::AttentionGemm(const Buffer& q, const KvCache& cache, int layer, 
     std::memcpy(attn_k_.data() + t * kv_dim, k_base + slot * kv_dim, kv_dim * sizeof(float));
     std::memcpy(attn_v_.data() + t * kv_dim, v_base + slot * kv_dim, kv_dim * sizeof(float));
   }
-  for (int h = 0; h < p.num_heads; ++h) {
-    const int kvh = h / group;
-    const float* qh = q.data + static_cast<size_t>(sq.q_begin) * q_dim + h * hd;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qn, ctx, hd, p.scale, qh, q_dim,
-                attn_k_.data() + kvh * hd, kv_dim, 0.0f, attn_scores_.data(), ctx);
-    pool_.ParallelFor(qn, 8, [&](size_t b, size_t e) {
-      for (size_t i = b; i < e; ++i) {
+  // Heads in parallel, each with single-threaded SGEMMs and its own score matrix.
+  pool_.ParallelFor(static_cast<size_t>(p.num_heads), 1, [&](size_t h0, size_t h1) {
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<size_t>(qn) * ctx);
+    for (size_t h = h0; h < h1; ++h) {
+      const size_t kvh = h / group;
+      const float* qh = q.data + static_cast<size_t>(sq.q_begin) * q_dim + h * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qn, ctx, hd, p.scale, qh, q_dim,
+                  attn_k_.data() + kvh * hd, kv_dim, 0.0f, scores.data(), ctx);
+      for (int i = 0; i < qn; ++i) {
         const size_t visible = static_cast<size_t>(ctx - qn) + i + 1;  // causal
-        cpu::SoftmaxPrefix(attn_scores_.data() + i * ctx, ctx, visible);
+        cpu::SoftmaxPrefix(scores.data() + static_cast<size_t>(i) * ctx, ctx, visible);
       }
-    });
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qn, hd, ctx, 1.0f, attn_scores_.data(), ctx,
-                attn_v_.data() + kvh * hd, kv_dim, 0.0f, out.data + static_cast<size_t>(sq.q_begin) * q_dim + h * hd,
-                q_dim);
-  }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qn, hd, ctx, 1.0f, scores.data(), ctx,
+                  attn_v_.data() + kvh * hd, kv_dim, 0.0f,
+                  out.data + static_cast<size_t>(sq.q_begin) * q_dim + h * hd, q_dim);
+    }
+  });
 }
 
 absl::Status CpuDevice::SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) {

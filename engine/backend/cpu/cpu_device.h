@@ -48,8 +48,7 @@ class CpuDevice final : public Device {
                      const AttentionParams& p, Buffer& out);
 
   ThreadPool pool_;
-  std::vector<float> convert_scratch_;  // F16/BF16 weight tiles widened for SGEMM
-  std::vector<float> attn_k_, attn_v_, attn_scores_;  // prefill attention scratch
+  std::vector<float> attn_k_, attn_v_;  // prefill attention: the sequence's K/V gathered contiguously
 };
 
 }  // namespace brickserve
