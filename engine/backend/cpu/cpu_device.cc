@@ -260,25 +260,22 @@ void CpuDevice::AttentionRows(const Buffer& q, const KvCache& cache, int layer, 
       const float* q0 = q.data + item.row * q_dim + static_cast<size_t>(kvh) * group * hd;
       float* o0 = out.data + item.row * q_dim + static_cast<size_t>(kvh) * group * hd;
       scores.resize(n * group);
-      // Keys block by block: the slots of a block are contiguous in the cache.
-      for (size_t t0 = 0; t0 < n; t0 += s.block_size) {
-        const size_t slot0 = static_cast<size_t>(sq.block_table[t0 / s.block_size]) * s.block_size;
-        const size_t len = std::min<size_t>(s.block_size, n - t0);
-        for (size_t j = 0; j < len; ++j) {
-          const float* kr = k_base + (slot0 + j) * kv_dim + kvh * hd;
-          for (int g = 0; g < group; ++g) scores[g * n + t0 + j] = cpu::Dot(q0 + g * hd, kr, hd) * p.scale;
+      // Positions [0, n) block by block: the slots of a block are contiguous in the cache.
+      auto for_each_position = [&](auto&& fn) {
+        for (size_t t0 = 0; t0 < n; t0 += s.block_size) {
+          const size_t slot0 = static_cast<size_t>(sq.block_table[t0 / s.block_size]) * s.block_size;
+          const size_t len = std::min<size_t>(s.block_size, n - t0);
+          for (size_t j = 0; j < len; ++j) fn(t0 + j, (slot0 + j) * kv_dim + kvh * hd);
         }
-      }
+      };
+      for_each_position([&](size_t t, size_t offset) {
+        for (int g = 0; g < group; ++g) scores[g * n + t] = cpu::Dot(q0 + g * hd, k_base + offset, hd) * p.scale;
+      });
       for (int g = 0; g < group; ++g) cpu::SoftmaxPrefix(scores.data() + g * n, n, n);
       std::fill_n(o0, static_cast<size_t>(group) * hd, 0.0f);
-      for (size_t t0 = 0; t0 < n; t0 += s.block_size) {
-        const size_t slot0 = static_cast<size_t>(sq.block_table[t0 / s.block_size]) * s.block_size;
-        const size_t len = std::min<size_t>(s.block_size, n - t0);
-        for (size_t j = 0; j < len; ++j) {
-          const float* vr = v_base + (slot0 + j) * kv_dim + kvh * hd;
-          for (int g = 0; g < group; ++g) cpu::Axpy(scores[g * n + t0 + j], vr, o0 + g * hd, hd);
-        }
-      }
+      for_each_position([&](size_t t, size_t offset) {
+        for (int g = 0; g < group; ++g) cpu::Axpy(scores[g * n + t], v_base + offset, o0 + g * hd, hd);
+      });
     }
   });
 }
