@@ -278,7 +278,7 @@ class ModelRunner final : public Runner {
     std::vector<float> logits;
     for (int off = 0; off < n; off += chunk) {
       const int len = std::min(chunk, n - off);
-      SequenceInput in{std::span<const int32_t>(prompt.data() + off, len), off, blocks_, false};
+      SequenceInput in{std::span<const int32_t>(prompt.data() + off, len), off, blocks_, LogitRows::kLast};
       if (auto s = model_->Forward({&in, 1}, cache_, &logits); !s.ok()) return s;
     }
     SamplingParams greedy;  // temperature 0
@@ -291,7 +291,7 @@ class ModelRunner final : public Runner {
     int pos = n;
     while (t.new_tokens < max_new) {
       const auto ts = Clock::now();
-      SequenceInput in{std::span<const int32_t>(&id, 1), pos++, blocks_, false};
+      SequenceInput in{std::span<const int32_t>(&id, 1), pos++, blocks_, LogitRows::kLast};
       if (auto s = model_->Forward({&in, 1}, cache_, &logits); !s.ok()) return s;
       id = sampler.Sample(logits);
       ++t.new_tokens;

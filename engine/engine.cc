@@ -1,20 +1,13 @@
 #include "engine/engine.h"
 
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
+#include <future>
 
 #include "absl/strings/str_cat.h"
-#include "engine/generate/stop_matcher.h"
 #include "engine/util/status_macros.h"
 
 namespace brickserve {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
-
-}  // namespace
 
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
@@ -51,8 +44,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   }
   e->max_context_ = e->config_.max_context();
   if (options.max_context > 0) e->max_context_ = std::min(e->max_context_, options.max_context);
-  if (options.max_batch_tokens <= 0 || options.kv_block_size <= 0) {
-    return absl::InvalidArgumentError("max_batch_tokens and kv_block_size must be positive");
+  if (options.max_batch_tokens <= 0 || options.kv_block_size <= 0 || options.max_running <= 0 ||
+      options.max_queued_requests < 0 || options.kv_cache_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "engine options: max_batch_tokens (", options.max_batch_tokens, "), kv_block_size (", options.kv_block_size,
+        ") and max_running (", options.max_running, ") must be positive; max_queued_requests and kv_cache_tokens "
+        "must not be negative"));
   }
   BS_ASSIGN_OR_RETURN(e->device_, CreateDevice(options.device));
   BS_ASSIGN_OR_RETURN(e->model_, LlamaModel::Load(options.model_dir, e->config_, e->device_.get(),
@@ -65,7 +62,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   spec.block_size = options.kv_block_size;
   spec.num_blocks = (kv_tokens + spec.block_size - 1) / spec.block_size;
   BS_ASSIGN_OR_RETURN(e->kv_cache_, e->device_->AllocKvCache(spec));
-  e->blocks_ = std::make_unique<BlockAllocator>(spec.num_blocks);
+  e->blocks_ = std::make_unique<BlockPool>(spec.num_blocks, spec.block_size, options.prefix_cache);
+  // One request must always fit alone in the pool, or preemption could not guarantee progress.
+  e->max_context_ = std::min(e->max_context_, spec.num_blocks * spec.block_size);
 
   e->eos_ids_ = e->config_.eos_token_ids;
   if (e->eos_ids_.empty() && e->tokenizer_->eos_id()) e->eos_ids_.push_back(*e->tokenizer_->eos_id());
@@ -82,6 +81,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   info.kv_cache_bytes = spec.bytes();
   info.bos_id = e->tokenizer_->bos_id();
   info.eos_ids = e->eos_ids_;
+
+  SchedulerOptions so;
+  so.max_batch_tokens = options.max_batch_tokens;
+  so.max_running = options.max_running;
+  so.max_queued_requests = options.max_queued_requests;
+  so.max_queued_tokens = options.max_queued_tokens;
+  so.max_context = e->max_context_;
+  e->scheduler_ = std::make_unique<Scheduler>(e->model_.get(), &e->kv_cache_, e->blocks_.get(), e->tokenizer_.get(),
+                                              &e->eos_ids_, so);
   return e;
 }
 
@@ -114,115 +122,37 @@ absl::Status Engine::Validate(const GenerationRequest& r) const {
   return ValidateSamplingParams(r.sampling, config_.vocab_size);
 }
 
-bool Engine::IsStopToken(const GenerationRequest& r, int32_t id) const {
-  if (!r.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), id) != eos_ids_.end()) return true;
-  return std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), id) != r.stop_token_ids.end();
-}
-
-absl::StatusOr<bool> Engine::Prefill(std::span<const int32_t> ids, int start, BlockTable& table, bool all_logits,
-                                     std::vector<float>* logits, const StopCheck& should_stop) {
-  BS_RETURN_IF_ERROR(table.Reserve(start + static_cast<int>(ids.size())));
-  logits->clear();
-  std::vector<float> chunk_logits;
-  const size_t chunk = static_cast<size_t>(model_->max_batch_tokens());
-  for (size_t off = 0; off < ids.size(); off += chunk) {
-    if (should_stop && should_stop()) return false;
-    const size_t n = std::min(chunk, ids.size() - off);
-    SequenceInput in{ids.subspan(off, n), start + static_cast<int32_t>(off), table.blocks(), all_logits};
-    BS_RETURN_IF_ERROR(model_->Forward(std::span<const SequenceInput>(&in, 1), kv_cache_, &chunk_logits));
-    if (all_logits) {
-      logits->insert(logits->end(), chunk_logits.begin(), chunk_logits.end());
-    } else if (off + n == ids.size()) {
-      logits->swap(chunk_logits);
-    }
-  }
-  return true;
+absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, SubmitOptions options, StreamCallback on_piece,
+                                        DoneCallback on_done) {
+  BS_RETURN_IF_ERROR(Validate(request));
+  return scheduler_->Submit(std::move(request), std::move(options), std::move(on_piece), std::move(on_done));
 }
 
 absl::StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& request, const StreamCallback& on_piece,
                                                   const StopCheck& should_stop) {
-  BS_RETURN_IF_ERROR(Validate(request));
-  std::lock_guard<std::mutex> lock(mu_);
-  const auto start_time = Clock::now();
-  GenerationResult result;
-  result.prompt_tokens = static_cast<int>(request.prompt_ids.size());
-  const bool want_logprobs = request.logprobs || request.top_logprobs > 0;
+  std::promise<absl::StatusOr<GenerationResult>> promise;
+  auto future = promise.get_future();
+  SubmitOptions options;
+  options.should_stop = should_stop;
+  BS_RETURN_IF_ERROR(Submit(request, std::move(options), on_piece,
+                            [&promise](absl::StatusOr<GenerationResult> r) { promise.set_value(std::move(r)); })
+                         .status());
+  return future.get();
+}
 
-  BlockTable table(blocks_.get(), kv_cache_.spec.block_size);
-  std::vector<float> logits;
-  BS_ASSIGN_OR_RETURN(const bool prefilled, Prefill(request.prompt_ids, 0, table, false, &logits, should_stop));
-  if (!prefilled) {
-    result.finish_reason = FinishReason::kCancelled;
-    result.total_time_s = Seconds(start_time);
-    return result;
+absl::Status Engine::ScoreLogits(std::span<const int32_t> ids, std::vector<float>* logits) {
+  BlockTable table(blocks_.get());
+  BS_RETURN_IF_ERROR(table.Reserve(static_cast<int>(ids.size())));
+  logits->clear();
+  std::vector<float> chunk_logits;
+  const size_t chunk = static_cast<size_t>(model_->max_batch_tokens());
+  for (size_t off = 0; off < ids.size(); off += chunk) {
+    const size_t n = std::min(chunk, ids.size() - off);
+    SequenceInput in{ids.subspan(off, n), static_cast<int32_t>(off), table.blocks(), LogitRows::kAll};
+    BS_RETURN_IF_ERROR(model_->Forward(std::span<const SequenceInput>(&in, 1), kv_cache_, &chunk_logits));
+    logits->insert(logits->end(), chunk_logits.begin(), chunk_logits.end());
   }
-
-  Sampler sampler(request.sampling, request.prompt_ids);
-  IncrementalDecoder decoder(*tokenizer_, request.skip_special_tokens);
-  decoder.SetPrefix(request.prompt_ids);
-  StopMatcher stops(request.stop_strings);
-  int pos = result.prompt_tokens;
-  StreamPiece piece;
-  bool finished = false;
-  while (!finished) {
-    GeneratedToken tok;
-    if (want_logprobs) {
-      // Log-probabilities of the model's own distribution, before penalties and temperature.
-      if (request.top_logprobs > 0) tok.top = TopLogprobs(logits, request.top_logprobs);
-    }
-    std::vector<float> raw;
-    if (want_logprobs) raw = logits;
-    tok.id = sampler.Sample(logits);
-    if (want_logprobs) tok.logprob = LogprobOf(raw, tok.id);
-    result.tokens.push_back(tok);
-    if (result.tokens.size() == 1) result.time_to_first_token_s = Seconds(start_time);
-    piece.tokens.push_back(tok);
-
-    const bool stop_token = IsStopToken(request, tok.id);
-    std::string text = stop_token ? std::string() : decoder.Add(tok.id);
-    if (stop_token) {
-      result.finish_reason = FinishReason::kStop;
-      finished = true;
-    } else if (static_cast<int>(result.tokens.size()) >= request.max_new_tokens) {
-      result.finish_reason = FinishReason::kLength;
-      finished = true;
-    } else if (pos + 1 >= max_context_) {
-      result.finish_reason = FinishReason::kContext;
-      finished = true;
-    }
-    if (finished && !stop_token) text += decoder.Flush();
-    std::string out = stops.Push(text);
-    if (stops.matched()) {
-      result.finish_reason = FinishReason::kStop;
-      result.matched_stop = *stops.matched();
-      finished = true;
-    } else if (finished) {
-      out += stops.Flush();
-    }
-    piece.text += out;
-    result.text += out;
-    if (on_piece && (!piece.text.empty() || finished)) {
-      if (!on_piece(piece)) {
-        result.finish_reason = FinishReason::kCancelled;
-        finished = true;
-      }
-      piece = StreamPiece();
-    }
-    if (finished) break;
-    if (should_stop && should_stop()) {
-      result.finish_reason = FinishReason::kCancelled;
-      break;
-    }
-    // Decode step: run the sampled token.
-    BS_RETURN_IF_ERROR(table.Reserve(pos + 1));
-    const int32_t id = tok.id;
-    SequenceInput in{std::span<const int32_t>(&id, 1), pos, table.blocks(), false};
-    BS_RETURN_IF_ERROR(model_->Forward(std::span<const SequenceInput>(&in, 1), kv_cache_, &logits));
-    ++pos;
-  }
-  result.completion_tokens = static_cast<int>(result.tokens.size());
-  result.total_time_s = Seconds(start_time);
-  return result;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ScoreResult> Engine::Score(std::span<const int32_t> ids, int top_logprobs) {
@@ -235,11 +165,10 @@ absl::StatusOr<ScoreResult> Engine::Score(std::span<const int32_t> ids, int top_
       return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary"));
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  BlockTable table(blocks_.get(), kv_cache_.spec.block_size);
   std::vector<float> logits;
-  // The last token's logits are not needed: they would score a token that is not there.
-  BS_RETURN_IF_ERROR(Prefill(ids.first(ids.size() - 1), 0, table, true, &logits).status());
+  // The last token's logits are not needed: they would score a token that is not there. The pass
+  // runs between scheduler steps; its blocks come from the shared pool.
+  BS_RETURN_IF_ERROR(scheduler_->RunExclusive([&] { return ScoreLogits(ids.first(ids.size() - 1), &logits); }));
   ScoreResult out;
   const size_t V = config_.vocab_size;
   for (size_t i = 1; i < ids.size(); ++i) {

@@ -2,9 +2,7 @@
 // Everything above the engine (CLI, gRPC server) talks to this class.
 #pragma once
 
-#include <atomic>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,9 +10,12 @@
 #include "absl/status/statusor.h"
 #include "engine/backend/device.h"
 #include "engine/generate/generation.h"
-#include "engine/kv/block_allocator.h"
+#include "engine/kv/block_pool.h"
 #include "engine/model/config.h"
 #include "engine/model/llama_model.h"
+#include "engine/serving/engine_stats.h"
+#include "engine/serving/scheduler.h"
+#include "engine/serving/sequence.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace brickserve {
@@ -25,7 +26,12 @@ struct EngineOptions {
   int max_context = 0;          // 0 = the model's own; otherwise at most that
   int max_batch_tokens = 512;   // rows per forward step; longer prompts are prefilled in chunks
   int kv_block_size = 16;
-  int kv_cache_tokens = 0;      // KV pool size in tokens; 0 = one full context
+  int kv_cache_tokens = 0;      // KV pool size in tokens; 0 = one full context. The context is
+                                // capped at the pool, so one request can always run alone.
+  int max_running = 64;         // requests batched together
+  int max_queued_requests = 256;
+  int64_t max_queued_tokens = 0;  // prompt tokens waiting; 0 = no limit
+  bool prefix_cache = true;     // share the KV of common prompt prefixes between requests
 };
 
 struct EngineInfo {
@@ -54,10 +60,20 @@ class Engine {
   // Checks a request against the model's limits (INVALID_ARGUMENT naming field and limit).
   absl::Status Validate(const GenerationRequest& request) const;
 
-  // Generates a continuation; `on_piece` (optional) streams the output as it becomes final and
-  // may cancel; `should_stop` (optional) is polled between prefill chunks and at every decode
-  // step. A cancelled generation returns OK with FinishReason::kCancelled. Requests run one at a
-  // time for now.
+  // Queues a request for continuous batching. INVALID_ARGUMENT for a bad request,
+  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while draining. Otherwise `on_done`
+  // runs exactly once, on the scheduler thread, as does every `on_piece` (which may cancel by
+  // returning false). A cancelled or stopped request ends OK with FinishReason::kCancelled.
+  absl::StatusOr<uint64_t> Submit(GenerationRequest request, SubmitOptions options, StreamCallback on_piece,
+                                  DoneCallback on_done);
+  void Cancel(uint64_t id) { scheduler_->Cancel(id); }
+  // Draining: refuse new requests, wait for the accepted ones, then end the rest.
+  void StopAccepting() { scheduler_->StopAccepting(); }
+  bool WaitUntilIdle(Clock::time_point deadline) { return scheduler_->WaitUntilIdle(deadline); }
+  void AbortAll(const absl::Status& status) { scheduler_->AbortAll(status); }
+  EngineStats Stats() const { return scheduler_->Stats(); }
+
+  // Submit, then wait for the result (the CLI and tests). `should_stop` is polled at every step.
   absl::StatusOr<GenerationResult> Generate(const GenerationRequest& request, const StreamCallback& on_piece = {},
                                             const StopCheck& should_stop = {});
 
@@ -66,12 +82,8 @@ class Engine {
 
  private:
   Engine() = default;
-  // Runs `ids` through the model at positions [start, start + ids.size()) in chunks of
-  // max_batch_tokens; returns the logits of the last token, or of every token with `all_logits`.
-  // Returns false (logits unset) when `should_stop` asked to stop between chunks.
-  absl::StatusOr<bool> Prefill(std::span<const int32_t> ids, int start, BlockTable& table, bool all_logits,
-                               std::vector<float>* logits, const StopCheck& should_stop = {});
-  bool IsStopToken(const GenerationRequest& request, int32_t id) const;
+  // Scoring pass on the scheduler thread: every token's logits, in chunks of max_batch_tokens.
+  absl::Status ScoreLogits(std::span<const int32_t> ids, std::vector<float>* logits);
 
   EngineOptions options_;
   ModelConfig config_;
@@ -80,10 +92,10 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Device> device_;
   std::unique_ptr<LlamaModel> model_;
-  std::unique_ptr<BlockAllocator> blocks_;
+  std::unique_ptr<BlockPool> blocks_;
   KvCache kv_cache_;
   std::vector<int32_t> eos_ids_;
-  std::mutex mu_;  // one forward pass at a time
+  std::unique_ptr<Scheduler> scheduler_;  // last: stopped first, while what it uses is alive
 };
 
 }  // namespace brickserve

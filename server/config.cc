@@ -64,7 +64,8 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
   if (c->device().empty()) c->set_device("cpu");
   for (auto [field, value] : NamedValues{{"threads", c->threads()}, {"max_context", c->max_context()},
                               {"max_batch_tokens", c->max_batch_tokens()}, {"kv_cache_tokens", c->kv_cache_tokens()},
-                              {"shutdown_grace_s", c->shutdown_grace_s()}}) {
+                              {"shutdown_grace_s", c->shutdown_grace_s()},
+                              {"max_running_requests", c->max_running_requests()}}) {
     if (auto s = NonNegative(field, value); !s.ok()) return s;
   }
   const auto& l = c->limits();
@@ -77,6 +78,10 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
                               {"limits.max_request_bytes", l.max_request_bytes()}}) {
     if (auto s = NonNegative(field, value); !s.ok()) return s;
   }
+  if (l.max_queued_tokens() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limits.max_queued_tokens = ", l.max_queued_tokens(), " must not be negative"));
+  }
   return absl::OkStatus();
 }
 
@@ -88,6 +93,11 @@ EngineOptions ToEngineOptions(const v1::ServerConfig& c) {
   o.max_context = c.max_context();
   if (c.max_batch_tokens() > 0) o.max_batch_tokens = c.max_batch_tokens();
   o.kv_cache_tokens = c.kv_cache_tokens();
+  if (c.max_running_requests() > 0) o.max_running = c.max_running_requests();
+  o.max_queued_requests = c.limits().max_queued_requests() > 0 ? c.limits().max_queued_requests() : 64;
+  o.max_queued_tokens = c.limits().max_queued_tokens();
+  o.prefix_cache = !c.has_prefix_cache() || c.prefix_cache();
+  o.device.batch_invariant = !c.has_batch_invariant() || c.batch_invariant();
   return o;
 }
 

@@ -6,6 +6,7 @@
 #include <deque>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "server/request_convert.h"
 #include "server/status_mapping.h"
 #include "server/wire.h"
@@ -13,16 +14,13 @@
 namespace brickserve {
 namespace {
 
-// What Generate and GenerateStream share: admission (validate, count, queue), cancellation and
-// deadline, running the engine, and the lifetime. A call is referenced by the gRPC side (until
-// OnDone) and, once queued, by the worker side (until Run/Abandon returns or the job is taken out
-// of the queue); the last one deletes it, and only then is the request counted as freed.
-class GenerationCall : public QueuedJob {
- protected:
-  GenerationCall(const ServiceDeps& deps, grpc::CallbackServerContext* context)
-      : deps_(deps), deadline_(context->deadline()), deadline_slack_(DeadlineSlack(deadline_)) {}
-
-  ~GenerationCall() override {
+// What Generate and GenerateStream share: admission (validate, count, submit to the engine's
+// scheduler), cancellation and deadline, and the lifetime. A call is referenced by the gRPC side
+// (until OnDone) and, once submitted, by the engine side (until its done callback has run); the
+// last one deletes it, and only then is the request counted as freed.
+class GenerationCall {
+ public:
+  virtual ~GenerationCall() {
     if (!accepted_) return;
     RequestStats::Outcome outcome = RequestStats::Outcome::kCompleted;
     if (deadline_hit_.load()) outcome = RequestStats::Outcome::kDeadlineExceeded;
@@ -31,30 +29,61 @@ class GenerationCall : public QueuedJob {
     deps_.stats->Finished(outcome, generated_tokens_);
   }
 
-  // Validates the request and queues it. A non-OK result is the status to finish the call with.
-  grpc::Status Admit(const grpc::ByteBuffer& bytes) {
+ protected:
+  GenerationCall(const ServiceDeps& deps, grpc::CallbackServerContext* context)
+      : deps_(deps), deadline_(context->deadline()), deadline_slack_(DeadlineSlack(deadline_)) {}
+
+  // Engine callbacks, on the scheduler thread. OnPiece is not called for unary calls.
+  virtual void OnPiece(const StreamPiece& piece) = 0;
+  virtual void OnResult(absl::StatusOr<GenerationResult> result) = 0;
+
+  // Validates the request and submits it. A non-OK result is the status to finish the call with.
+  grpc::Status Admit(const grpc::ByteBuffer& bytes, bool streaming) {
     absl::StatusOr<GenerationRequest> converted = Convert(bytes);
     if (!converted.ok()) {
       deps_.stats->Rejected();
       return ToGrpcStatus(converted.status());
     }
-    request_ = std::move(*converted);
-    with_logprobs_ = request_.logprobs || request_.top_logprobs > 0;
+    with_logprobs_ = converted->logprobs || converted->top_logprobs > 0;
     deps_.stats->Accepted();
     accepted_ = true;
-    refs_.fetch_add(1);  // the worker side, from here on
-    if (absl::Status s = deps_.queue->Submit(this); !s.ok()) {
+    refs_.fetch_add(1);  // the engine side, from here on
+    SubmitOptions options;
+    options.priority = priority_;
+    options.should_stop = [this] { return ShouldStop(); };
+    StreamCallback on_piece;
+    if (streaming) {
+      on_piece = [this](const StreamPiece& piece) {
+        if (ShouldStop()) return false;
+        OnPiece(piece);
+        return true;
+      };
+    }
+    auto id = deps_.engine->Submit(*std::move(converted), std::move(options), std::move(on_piece),
+                                   [this](absl::StatusOr<GenerationResult> result) {
+                                     if (result.ok()) generated_tokens_ = result->completion_tokens;
+                                     else failed_ = true;
+                                     OnResult(std::move(result));
+                                     Unref();
+                                   });
+    if (!id.ok()) {
       refs_.fetch_sub(1);
       deps_.stats->Unaccepted();
       accepted_ = false;
-      return ToGrpcStatus(s);
+      return ToGrpcStatus(id.status());
     }
+    id_ = *id;
     return grpc::Status::OK;
   }
 
-  absl::StatusOr<GenerationRequest> Convert(const grpc::ByteBuffer& bytes) const {
+  absl::StatusOr<GenerationRequest> Convert(const grpc::ByteBuffer& bytes) {
     v1::GenerateRequest request;
     if (absl::Status s = ParseRequest(bytes, &request); !s.ok()) return s;
+    if (request.priority() < -kMaxPriority || request.priority() > kMaxPriority) {
+      return absl::InvalidArgumentError(absl::StrCat("priority = ", request.priority(), " is out of range: must be in [",
+                                                     -kMaxPriority, ", ", kMaxPriority, "]"));
+    }
+    priority_ = request.priority();
     return ToEngineRequest(request, *deps_.engine, deps_.limits);
   }
 
@@ -67,16 +96,14 @@ class GenerationCall : public QueuedJob {
                                                           std::chrono::seconds(1));
   }
 
-  // From OnCancel. Returns true when the job was still queued: it will never run, and the caller
-  // finishes it and drops the worker side's reference.
-  bool Cancel() {
+  // From OnCancel: the engine ends the request at its next step, queued or running.
+  void Cancel() {
     if (std::chrono::system_clock::now() + deadline_slack_ >= deadline_) deadline_hit_.store(true);
     cancelled_.store(true);
-    return accepted_ && deps_.queue->Remove(this);
+    if (accepted_) deps_.engine->Cancel(id_);
   }
 
-  // Checked before and during generation (the engine asks between prefill chunks and at every
-  // decode step).
+  // Polled by the engine at every step, while queued and while running.
   bool ShouldStop() {
     if (cancelled_.load() || deadline_hit_.load()) return true;
     if (std::chrono::system_clock::now() >= deadline_) {
@@ -84,21 +111,6 @@ class GenerationCall : public QueuedJob {
       return true;
     }
     return false;
-  }
-
-  // Runs the engine on the worker thread. `on_piece` may be empty (unary).
-  absl::StatusOr<GenerationResult> RunEngine(const std::function<void(const StreamPiece&)>& on_piece) {
-    auto result = deps_.engine->Generate(
-        request_,
-        [&](const StreamPiece& piece) {
-          if (ShouldStop()) return false;
-          if (on_piece) on_piece(piece);
-          return true;
-        },
-        [this] { return ShouldStop(); });
-    if (result.ok()) generated_tokens_ = result->completion_tokens;
-    else failed_ = true;
-    return result;
   }
 
   // The status of a call that stopped early.
@@ -111,13 +123,15 @@ class GenerationCall : public QueuedJob {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
+  static constexpr int kMaxPriority = 1000;
   const ServiceDeps deps_;
   const std::chrono::system_clock::time_point deadline_;  // copied: the context dies at OnDone
   const std::chrono::system_clock::duration deadline_slack_;
-  GenerationRequest request_;
+  int priority_ = 0;
+  uint64_t id_ = 0;
   bool with_logprobs_ = false;
   bool accepted_ = false;
-  bool failed_ = false;  // worker thread only, read in the destructor
+  bool failed_ = false;  // scheduler thread only, read in the destructor
   int64_t generated_tokens_ = 0;
   std::atomic<bool> cancelled_{false}, deadline_hit_{false};
   std::atomic<int> refs_{1};  // the gRPC side
@@ -128,15 +142,15 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor, public GenerationCa
   UnaryGenerate(const ServiceDeps& deps, grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
                 grpc::ByteBuffer* response)
       : GenerationCall(deps, context), response_(response) {
-    if (grpc::Status s = Admit(*request); !s.ok()) FinishOnce(s, nullptr);
+    if (grpc::Status s = Admit(*request, /*streaming=*/false); !s.ok()) FinishOnce(s, nullptr);
   }
 
-  void Run() override {
+  void OnPiece(const StreamPiece&) override {}
+
+  void OnResult(absl::StatusOr<GenerationResult> result) override {
     grpc::ByteBuffer body;
     grpc::Status status = grpc::Status::OK;
-    if (ShouldStop()) {
-      status = StoppedStatus();
-    } else if (auto result = RunEngine({}); !result.ok()) {
+    if (!result.ok()) {
       status = ToGrpcStatus(result.status());
     } else if (result->finish_reason == FinishReason::kCancelled) {
       status = StoppedStatus();
@@ -146,19 +160,12 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor, public GenerationCa
       status = ToGrpcStatus(SerializeResponse(response, &body));
     }
     FinishOnce(status, status.ok() ? &body : nullptr);
-    Unref();
-  }
-
-  void Abandon() override {
-    FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"), nullptr);
-    Unref();
   }
 
   void OnCancel() override {
-    const bool was_queued = Cancel();
-    // The client is gone: answer now, whatever the worker is doing.
+    Cancel();
+    // The client is gone: answer now, whatever the engine is doing.
     FinishOnce(StoppedStatus(), nullptr);
-    if (was_queued) Unref();
   }
 
   void OnDone() override { Unref(); }
@@ -185,7 +192,7 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, 
  public:
   StreamGenerate(const ServiceDeps& deps, grpc::CallbackServerContext* context, const grpc::ByteBuffer* request)
       : GenerationCall(deps, context) {
-    if (grpc::Status s = Admit(*request); !s.ok()) {
+    if (grpc::Status s = Admit(*request, /*streaming=*/true); !s.ok()) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         finished_ = true;
@@ -194,40 +201,32 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, 
     }
   }
 
-  void Run() override {
-    if (!ShouldStop()) {
-      auto result = RunEngine([this](const StreamPiece& piece) {
-        v1::GenerateStreamResponse message;
-        FillPiece(piece, with_logprobs_, message.mutable_piece());
-        Push(message);
-      });
-      if (!result.ok()) {
-        SetFinalStatus(ToGrpcStatus(result.status()));
-      } else if (result->finish_reason == FinishReason::kCancelled) {
-        SetFinalStatus(StoppedStatus());
-      } else {
-        v1::GenerateStreamResponse message;
-        FillFinal(*result, message.mutable_final());
-        Push(message);
-      }
-    } else {
-      SetFinalStatus(StoppedStatus());
-    }
-    WorkerDone();
+  void OnPiece(const StreamPiece& piece) override {
+    v1::GenerateStreamResponse message;
+    FillPiece(piece, with_logprobs_, message.mutable_piece());
+    Push(message);
   }
 
-  void Abandon() override {
-    SetFinalStatus(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
-    WorkerDone();
+  void OnResult(absl::StatusOr<GenerationResult> result) override {
+    if (!result.ok()) {
+      SetFinalStatus(ToGrpcStatus(result.status()));
+    } else if (result->finish_reason == FinishReason::kCancelled) {
+      SetFinalStatus(StoppedStatus());
+    } else {
+      v1::GenerateStreamResponse message;
+      FillFinal(*result, message.mutable_final());
+      Push(message);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      worker_done_ = true;
+    }
+    Perform(NextStep());
   }
 
   void OnCancel() override {
-    const bool was_queued = Cancel();
-    if (was_queued) {
-      WorkerDone();
-    } else {
-      Perform(NextStep());
-    }
+    Cancel();
+    Perform(NextStep());
   }
 
   void OnWriteDone(bool ok) override {
@@ -253,7 +252,7 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, 
   void Push(const v1::GenerateStreamResponse& message) {
     grpc::ByteBuffer bytes;
     if (absl::Status s = SerializeResponse(message, &bytes); !s.ok()) {
-      failed_ = true;  // worker thread, like every Push
+      failed_ = true;  // scheduler thread, like every Push
       SetFinalStatus(ToGrpcStatus(s));
       return;
     }
@@ -270,15 +269,6 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, 
   void SetFinalStatus(const grpc::Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
     if (final_status_.ok()) final_status_ = status;
-  }
-
-  void WorkerDone() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      worker_done_ = true;
-    }
-    Perform(NextStep());
-    Unref();
   }
 
   // Decides under the lock what to do next; Perform() does it outside the lock, so a reaction

@@ -1,13 +1,13 @@
 // The reactors of Generate and GenerateStream (gRPC callback API). A call holds no thread while it
-// waits: validation happens on the gRPC thread, generation on the GenerationQueue's worker, and the
-// stream's writes are started from whichever thread has the next piece, one in flight at a time.
+// waits: validation happens on the gRPC thread, generation on the engine's scheduler thread (which
+// batches it with the other requests), and the stream's writes are started from whichever thread
+// has the next piece, one in flight at a time.
 #pragma once
 
 #include "brickserve/v1/inference.grpc.pb.h"
 #include "engine/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "server/config.h"
-#include "server/generation_queue.h"
 #include "server/request_stats.h"
 
 namespace brickserve {
@@ -16,7 +16,6 @@ namespace brickserve {
 struct ServiceDeps {
   Engine* engine = nullptr;
   Limits limits;
-  GenerationQueue* queue = nullptr;
   RequestStats* stats = nullptr;
 };
 

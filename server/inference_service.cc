@@ -92,7 +92,21 @@ grpc::ServerUnaryReactor* InferenceService::GetServerStats(grpc::CallbackServerC
                                                            const v1::GetServerStatsRequest*,
                                                            v1::GetServerStatsResponse* response) {
   deps_.stats->Fill(response);
-  response->set_queued_requests(deps_.queue->queued());
+  const EngineStats e = deps_.engine->Stats();
+  response->set_queued_requests(e.queued_requests);
+  response->set_running_requests(e.running_requests);
+  response->set_queued_prompt_tokens(e.queued_prompt_tokens);
+  response->set_preemptions(static_cast<int64_t>(e.preemptions));
+  response->set_kv_blocks_total(e.kv_blocks_total);
+  response->set_kv_blocks_in_use(e.kv_blocks_in_use);
+  response->set_kv_blocks_cached(e.kv_blocks_cached);
+  response->set_kv_block_size(e.kv_block_size);
+  response->set_prompt_tokens(static_cast<int64_t>(e.prompt_tokens));
+  response->set_prefix_cache_hit_tokens(static_cast<int64_t>(e.prefix_cache_hit_tokens));
+  response->set_time_to_first_token_p50_s(e.time_to_first_token.Quantile(0.5));
+  response->set_time_to_first_token_p99_s(e.time_to_first_token.Quantile(0.99));
+  response->set_inter_token_latency_p50_s(e.inter_token_latency.Quantile(0.5));
+  response->set_inter_token_latency_p99_s(e.inter_token_latency.Quantile(0.99));
   return Answer(context, absl::OkStatus());
 }
 

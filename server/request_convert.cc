@@ -165,6 +165,8 @@ void FillUsage(const GenerationResult& r, v1::Usage* out) {
   out->set_completion_tokens(r.completion_tokens);
   out->set_time_to_first_token_s(r.time_to_first_token_s);
   out->set_total_time_s(r.total_time_s);
+  out->set_cached_prompt_tokens(r.cached_prompt_tokens);
+  out->set_preemptions(r.preemptions);
 }
 
 void FillResponse(const GenerationResult& r, bool with_logprobs, v1::GenerateResponse* out) {

@@ -12,8 +12,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
   if (!limits.ok()) return limits.status();
   auto server = std::unique_ptr<Server>(new Server());
   server->limits_ = *limits;
-  server->queue_ = std::make_unique<GenerationQueue>(limits->max_queued_requests);
-  ServiceDeps deps{engine, *limits, server->queue_.get(), &server->stats_};
+  server->engine_ = engine;
+  ServiceDeps deps{engine, *limits, &server->stats_};
   server->service_ = std::make_unique<InferenceService>(deps);
 
   // Both are process-wide switches that apply to servers built after them.
@@ -28,7 +28,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    server->queue_->Shutdown();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen(),
                                                " (address in use or not local?)"));
   }
@@ -46,13 +45,18 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   if (server_ != nullptr) {
     // NOT_SERVING first, so health-checking load balancers stop sending new calls.
     server_->GetHealthCheckService()->SetServingStatus(false);
-    queue_->StopAccepting();
-    stats_.WaitUntilIdle(std::chrono::steady_clock::now() + grace);
-    // Anything still running is cancelled now; its reactor finishes and the worker lets go of it.
+    engine_->StopAccepting();
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    if (!engine_->WaitUntilIdle(deadline)) {
+      engine_->AbortAll(absl::UnavailableError(absl::StrCat(
+          "the server shut down before this request finished (shutdown grace period ",
+          std::chrono::duration<double>(grace).count(), " s); retry on another replica")));
+    }
+    // Let the calls write their last message and status before the connections close.
+    stats_.WaitUntilIdle(std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)));
     server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
   }
-  if (queue_ != nullptr) queue_->Shutdown();
 }
 
 }  // namespace brickserve

@@ -11,7 +11,6 @@
 #include "engine/engine.h"
 #include "grpcpp/server.h"
 #include "server/config.h"
-#include "server/generation_queue.h"
 #include "server/inference_service.h"
 #include "server/request_stats.h"
 
@@ -30,10 +29,10 @@ class Server {
   const Limits& limits() const { return limits_; }
 
   // Graceful stop: reports NOT_SERVING, refuses new generations (UNAVAILABLE), lets the accepted
-  // ones finish for up to `grace`, then cancels what is left, closes the connections and stops the
-  // worker. Returns as soon as nothing is in flight: idle client connections do not hold it up
-  // (gRPC's own graceful shutdown would wait for every client to acknowledge its GOAWAY).
-  // Idempotent.
+  // ones finish for up to `grace`, then ends what is left with UNAVAILABLE and closes the
+  // connections. Returns as soon as nothing is in flight: idle client connections do not hold it
+  // up (gRPC's own graceful shutdown would wait for every client to acknowledge its GOAWAY).
+  // Idempotent. The engine accepts no new requests afterwards.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
@@ -42,8 +41,8 @@ class Server {
   Limits limits_;
   std::string address_;
   int port_ = 0;
-  RequestStats stats_;  // before queue_: jobs that finish while the queue shuts down count here
-  std::unique_ptr<GenerationQueue> queue_;
+  Engine* engine_ = nullptr;
+  RequestStats stats_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
   bool shut_down_ = false;

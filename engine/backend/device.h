@@ -35,6 +35,9 @@ struct Buffer {
   std::shared_ptr<void> owner;
 };
 
+// A view of `n` elements of `b` from `offset` (same device memory, shared ownership).
+inline Buffer Slice(const Buffer& b, size_t offset, size_t n) { return Buffer{b.data + offset, n, b.owner}; }
+
 // Host view of a tensor to upload (e.g. inside a memory-mapped safetensors file).
 struct HostTensor {
   DType dtype = DType::kF32;
@@ -124,6 +127,10 @@ class Device {
 struct DeviceOptions {
   std::string kind = "cpu";  // "cpu" | "cuda" | "auto"
   int threads = 0;           // CPU worker threads; 0 = all cores
+  // Every op computes each row the same way whatever the other rows of the call are, so a request
+  // gets bit-identical output whether it runs alone or in any continuous batch. Off lets a
+  // backend use faster library kernels (OpenBLAS SGEMM) whose rounding depends on the batch shape.
+  bool batch_invariant = true;
 };
 
 // Creates the backend chosen at start-up.

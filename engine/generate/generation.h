@@ -57,7 +57,9 @@ struct GenerationResult {
   FinishReason finish_reason = FinishReason::kLength;
   std::string matched_stop;            // the stop string that ended generation, if any
   int prompt_tokens = 0;
+  int cached_prompt_tokens = 0;        // prompt tokens whose KV came from the prefix cache
   int completion_tokens = 0;
+  int preemptions = 0;                 // times the request was preempted and recomputed
   double time_to_first_token_s = 0;
   double total_time_s = 0;
 

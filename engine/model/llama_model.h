@@ -13,12 +13,15 @@
 
 namespace brickserve {
 
+// Which of a sequence's rows come back as logits.
+enum class LogitRows { kNone, kLast, kAll };
+
 // One sequence's share of a forward step: its new tokens and where they go.
 struct SequenceInput {
   std::span<const int32_t> tokens;       // tokens to run (a prefill chunk, or one decode token)
   int32_t start_pos = 0;                 // position of tokens[0] = tokens already in the cache
   std::span<const int32_t> block_table;  // KV blocks covering positions [0, start_pos + tokens.size())
-  bool all_logits = false;               // logits for every token (scoring), else for the last only
+  LogitRows logits = LogitRows::kLast;   // kAll for scoring; kNone for a prompt chunk before the last
 };
 
 struct LlamaWeights;

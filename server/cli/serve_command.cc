@@ -72,7 +72,10 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   v1::ServerLimits& l = *c.mutable_limits();
   std::string model = c.model(), listen = c.listen(), device = c.device();
   int threads = c.threads(), max_context = c.max_context(), max_batch = c.max_batch_tokens(),
-      kv_tokens = c.kv_cache_tokens(), grace = c.shutdown_grace_s();
+      kv_tokens = c.kv_cache_tokens(), grace = c.shutdown_grace_s(), max_running = c.max_running_requests();
+  int max_queued_tokens = static_cast<int>(l.max_queued_tokens());
+  bool prefix_cache = !c.has_prefix_cache() || c.prefix_cache();
+  bool batch_invariant = !c.has_batch_invariant() || c.batch_invariant();
   int max_new = l.max_new_tokens(), default_new = l.default_max_new_tokens(), max_prompt = l.max_prompt_tokens(),
       max_stops = l.max_stop_strings(), max_stop_bytes = l.max_stop_string_bytes(),
       max_queued = l.max_queued_requests(), max_bytes = l.max_request_bytes();
@@ -95,6 +98,11 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   flags.Int("max-stop-strings", &max_stops, "stop strings per request (0 = 16)");
   flags.Int("max-stop-string-bytes", &max_stop_bytes, "bytes per stop string (0 = 256)");
   flags.Int("max-queued-requests", &max_queued, "requests waiting for the model before RESOURCE_EXHAUSTED (0 = 64)");
+  flags.Int("max-queued-tokens", &max_queued_tokens, "prompt tokens waiting before RESOURCE_EXHAUSTED (0 = no limit)");
+  flags.Int("max-running-requests", &max_running, "requests batched together (0 = 64)");
+  flags.Bool("prefix-cache", &prefix_cache, "share the KV of common prompt prefixes (default true)");
+  flags.Bool("batch-invariant", &batch_invariant,
+             "output independent of batching, bit for bit (default true; false: faster CPU prefill)");
   flags.Int("max-request-bytes", &max_bytes, "largest request message (0 = 4 MiB)");
   flags.Int("shutdown-grace-s", &grace, "seconds in-flight calls get on SIGINT/SIGTERM (0 = 5)");
   if (absl::Status s = flags.Parse(argc, argv, first); !s.ok()) return s;
@@ -110,6 +118,10 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   c.set_max_batch_tokens(max_batch);
   c.set_kv_cache_tokens(kv_tokens);
   c.set_shutdown_grace_s(grace);
+  c.set_max_running_requests(max_running);
+  c.set_prefix_cache(prefix_cache);
+  c.set_batch_invariant(batch_invariant);
+  l.set_max_queued_tokens(max_queued_tokens);
   l.set_max_new_tokens(max_new);
   l.set_default_max_new_tokens(default_new);
   l.set_max_prompt_tokens(max_prompt);

@@ -4,7 +4,7 @@
 #include <fstream>
 
 #include "engine/engine.h"
-#include "engine/kv/block_allocator.h"
+#include "engine/kv/block_pool.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "golden_util.h"
@@ -92,13 +92,13 @@ TEST_F(BrickTiny, FirstStepLogitsWithinOneInTenThousand) {
   ASSERT_TRUE(model.ok()) << model.status();
   auto cache = (*device)->AllocKvCache({config->num_layers, config->num_kv_heads, config->head_dim, 16, 4});
   ASSERT_TRUE(cache.ok());
-  BlockAllocator alloc(4);
+  BlockPool alloc(4, 16, /*prefix_cache=*/false);
   for (const auto& c : (*reference_)["cases"]) {
     const auto ids = c["prompt_ids"].get<std::vector<int32_t>>();
-    BlockTable table(&alloc, 16);
+    BlockTable table(&alloc);
     ASSERT_TRUE(table.Reserve(static_cast<int>(ids.size())).ok());
     std::vector<float> logits;
-    SequenceInput in{ids, 0, table.blocks(), false};
+    SequenceInput in{ids, 0, table.blocks(), LogitRows::kLast};
     ASSERT_TRUE((*model)->Forward({&in, 1}, *cache, &logits).ok());
     const auto want = c["first_step_logits"].get<std::vector<float>>();
     EXPECT_LE(testing::RelativeError(logits, want), 1e-4) << c["prompt"];

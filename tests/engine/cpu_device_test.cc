@@ -69,9 +69,13 @@ std::vector<float> RandomVector(size_t n, std::mt19937& rng) {
   return v;
 }
 
-TEST(CpuDevice, MatMulMatchesDoubleReferenceForEveryDtypeAndShape) {
+// Both kernel families: batch-invariant (row-wise kernels only) and not (SGEMM above 8 rows).
+class CpuDeviceModes : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(BatchInvariance, CpuDeviceModes, ::testing::Bool());
+
+TEST_P(CpuDeviceModes, MatMulMatchesDoubleReferenceForEveryDtypeAndShape) {
   std::mt19937 rng(std::random_device{}());
-  CpuDevice dev(2);
+  CpuDevice dev(2, GetParam());
   for (DType t : {DType::kF32, DType::kBF16, DType::kF16}) {
     for (int rows : {1, 3, 5, 8, 9, 37}) {  // <= 8: matrix-vector kernel; > 8: SGEMM (tiles of 256)
       const int64_t in = 1 + rng() % 300, out = 1 + rng() % 600;
@@ -101,7 +105,7 @@ TEST(CpuDevice, MatMulMatchesDoubleReferenceForEveryDtypeAndShape) {
 
 TEST(CpuDevice, EmbedRmsNormRopeSwiGlu) {
   std::mt19937 rng(std::random_device{}());
-  CpuDevice dev(2);
+  CpuDevice dev(2, true);
   const int64_t V = 11, H = 37;
   RandomMatrix table(DType::kBF16, V, H, rng);
   auto tw = dev.UploadWeight(table.tensor());
@@ -153,9 +157,9 @@ TEST(CpuDevice, EmbedRmsNormRopeSwiGlu) {
 
 // Paged attention through scattered block tables, for decode rows and prefill chunks (the SGEMM
 // path), against a direct softmax over a contiguous copy.
-TEST(CpuDevice, PagedAttentionMatchesDirectComputation) {
+TEST_P(CpuDeviceModes, PagedAttentionMatchesDirectComputation) {
   std::mt19937 rng(std::random_device{}());
-  CpuDevice dev(2);
+  CpuDevice dev(2, GetParam());
   const int heads = 6, kv_heads = 2, hd = 20, bs = 4, blocks = 40;
   KvCacheSpec spec{1, kv_heads, hd, bs, blocks};
   auto cache = dev.AllocKvCache(spec);
@@ -195,6 +199,34 @@ TEST(CpuDevice, PagedAttentionMatchesDirectComputation) {
           for (int t = 0; t <= pos; ++t) want += s[t] / sum * v[(t * kv_heads + kvh) * hd + e];
           ASSERT_NEAR(ob->data[(i * heads + h) * hd + e], want, 1e-5) << "q_len " << q_len << " row " << i << " head " << h;
         }
+      }
+    }
+  }
+}
+
+// With batch invariance, a row's product is bit-identical whatever else is in the call: this is
+// what makes continuous batching give every request the output it would get alone.
+TEST(CpuDevice, BatchInvariantMatMulRowsDoNotDependOnTheOtherRows) {
+  std::mt19937 rng(std::random_device{}());
+  CpuDevice dev(2, true);
+  for (DType t : {DType::kF32, DType::kBF16}) {
+    const int64_t in = 64 + rng() % 200, out = 100 + rng() % 300;
+    const int rows = 37;
+    RandomMatrix w(t, out, in, rng);
+    auto weight = dev.UploadWeight(w.tensor());
+    ASSERT_TRUE(weight.ok());
+    const auto x = RandomVector(rows * in, rng);
+    auto all = dev.AllocBuffer(rows * out);
+    auto xb = dev.AllocBuffer(x.size());
+    ASSERT_TRUE(dev.CopyToDevice(x, *xb, 0).ok());
+    ASSERT_TRUE(dev.MatMul(*xb, rows, *weight, nullptr, *all).ok());
+    for (int sub : {1, 2, 5, 16}) {
+      const int first = static_cast<int>(rng() % (rows - sub + 1));
+      auto xs = dev.AllocBuffer(sub * in), ys = dev.AllocBuffer(sub * out);
+      ASSERT_TRUE(dev.CopyToDevice(std::span<const float>(x).subspan(first * in, sub * in), *xs, 0).ok());
+      ASSERT_TRUE(dev.MatMul(*xs, sub, *weight, nullptr, *ys).ok());
+      for (int64_t i = 0; i < sub * out; ++i) {
+        ASSERT_EQ(ys->data[i], all->data[first * out + i]) << DTypeName(t) << " rows " << sub << " from " << first;
       }
     }
   }

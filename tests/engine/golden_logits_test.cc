@@ -2,7 +2,7 @@
 // and the logits of each step of a 32-token greedy decode (teacher-forced on the reference tokens).
 #include <algorithm>
 
-#include "engine/kv/block_allocator.h"
+#include "engine/kv/block_pool.h"
 #include "engine/model/llama_model.h"
 #include "golden_util.h"
 
@@ -28,8 +28,8 @@ void CheckCase(const std::string& name, int max_batch_tokens, int block_size) {
                    (total + block_size - 1) / block_size + 1};
   auto cache = (*device)->AllocKvCache(spec);
   ASSERT_TRUE(cache.ok());
-  BlockAllocator alloc(spec.num_blocks);
-  BlockTable table(&alloc, block_size);
+  BlockPool alloc(spec.num_blocks, block_size, /*prefix_cache=*/false);
+  BlockTable table(&alloc);
   ASSERT_TRUE(table.Reserve(total).ok());
   const double tol = testing::Tolerance(c.dtype);
   const size_t V = config->vocab_size;
@@ -39,7 +39,7 @@ void CheckCase(const std::string& name, int max_batch_tokens, int block_size) {
   const std::span<const int32_t> prompt(c.prompt_ids);
   for (size_t off = 0; off < prompt.size(); off += max_batch_tokens) {
     const size_t n = std::min<size_t>(max_batch_tokens, prompt.size() - off);
-    SequenceInput in{prompt.subspan(off, n), static_cast<int32_t>(off), table.blocks(), true};
+    SequenceInput in{prompt.subspan(off, n), static_cast<int32_t>(off), table.blocks(), LogitRows::kAll};
     ASSERT_TRUE((*model)->Forward({&in, 1}, *cache, &logits).ok());
     for (size_t i = 0; i < n; ++i) {
       const double err = RelativeError({logits.data() + i * V, V}, c.prompt_logits[off + i]);
@@ -55,7 +55,7 @@ void CheckCase(const std::string& name, int max_batch_tokens, int block_size) {
     EXPECT_EQ(argmax, c.greedy_ids[step]) << name << " greedy step " << step;
     EXPECT_LE(RelativeError(row, c.step_logits[step]), tol) << name << " step " << step;
     if (step + 1 == c.greedy_ids.size()) break;
-    SequenceInput in{std::span<const int32_t>(&c.greedy_ids[step], 1), pos++, table.blocks(), false};
+    SequenceInput in{std::span<const int32_t>(&c.greedy_ids[step], 1), pos++, table.blocks(), LogitRows::kLast};
     ASSERT_TRUE((*model)->Forward({&in, 1}, *cache, &logits).ok());
   }
 }

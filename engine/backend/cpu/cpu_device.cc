@@ -25,13 +25,15 @@ constexpr int64_t kConvertTileRows = 256;
 
 }  // namespace
 
-CpuDevice::CpuDevice(int threads) : pool_(threads) {
+CpuDevice::CpuDevice(int threads, bool batch_invariant) : pool_(threads), batch_invariant_(batch_invariant) {
   // One pool owns the cores: SGEMMs are split across pool_ and each runs single-threaded.
   // OpenBLAS's own threads would otherwise compete with pool_'s spinning workers.
   openblas_set_num_threads(1);
 }
 
-std::string CpuDevice::name() const { return absl::StrCat("cpu (", pool_.num_threads(), " threads)"); }
+std::string CpuDevice::name() const {
+  return absl::StrCat("cpu (", pool_.num_threads(), " threads", batch_invariant_ ? ", batch-invariant" : "", ")");
+}
 
 absl::StatusOr<Weight> CpuDevice::UploadWeight(const HostTensor& t) {
   if (t.shape.empty() || t.shape.size() > 2) {
@@ -149,7 +151,7 @@ absl::Status CpuDevice::Gemm(const float* x, int rows, const Weight& w, float* y
 absl::Status CpuDevice::MatMul(const Buffer& x, int rows, const Weight& w, const Weight* bias, Buffer& out) {
   if (auto s = CheckSize(x, rows * w.cols, "MatMul input"); !s.ok()) return s;
   if (auto s = CheckSize(out, rows * w.rows, "MatMul output"); !s.ok()) return s;
-  if (rows > kGemmMinRows) {
+  if (!batch_invariant_ && rows > kGemmMinRows) {
     if (auto s = Gemm(x.data, rows, w, out.data); !s.ok()) return s;
   } else {
     pool_.ParallelFor(static_cast<size_t>(w.rows), 64, [&](size_t b, size_t e) {
@@ -216,7 +218,7 @@ absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int lay
     if (sq.context_len > static_cast<int64_t>(sq.block_table.size()) * s.block_size || sq.q_len > sq.context_len) {
       return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
     }
-    if (sq.q_len >= kGemmAttentionMinRows) {
+    if (!batch_invariant_ && sq.q_len >= kGemmAttentionMinRows) {
       AttentionGemm(q, cache, layer, sq, p, out);
     } else {
       short_seqs.push_back(sq);

@@ -12,7 +12,7 @@ namespace brickserve {
 
 class CpuDevice final : public Device {
  public:
-  explicit CpuDevice(int threads);
+  CpuDevice(int threads, bool batch_invariant);
   std::string name() const override;
 
   absl::StatusOr<Weight> UploadWeight(const HostTensor& tensor) override;
@@ -36,9 +36,10 @@ class CpuDevice final : public Device {
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
  private:
-  // Above this many rows a product goes to SGEMM; below, to the matrix-vector kernel.
+  // Without batch invariance: above this many rows a product goes to SGEMM, below to the
+  // row-wise kernel; sequences with at least kGemmAttentionMinRows new tokens (prefill chunks) take
+  // the SGEMM attention path. With it, every row takes the row-wise kernels.
   static constexpr int kGemmMinRows = 8;
-  // Sequences with at least this many new tokens (prefill chunks) take the SGEMM attention path.
   static constexpr int kGemmAttentionMinRows = 16;
   absl::Status Gemm(const float* x, int rows, const Weight& w, float* y);
   static const float* KvBase(const KvCache& cache, int layer, int which);  // which: 0 = K, 1 = V
@@ -48,6 +49,7 @@ class CpuDevice final : public Device {
                      const AttentionParams& p, Buffer& out);
 
   ThreadPool pool_;
+  const bool batch_invariant_;
   std::vector<float> attn_k_, attn_v_;  // prefill attention: the sequence's K/V gathered contiguously
 };
 

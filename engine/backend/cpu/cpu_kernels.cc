@@ -63,47 +63,65 @@ HWY_INLINE float ToF32(T v) {
   }
 }
 
-// Up to four x rows against one weight row; R is the number of x rows (compile-time).
-template <int R, typename T>
-HWY_INLINE void DotBlock(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT wrow,
-                         float* out) {
+// RX x rows against RW weight rows. Every (x row, weight row) pair has its own accumulator, summed
+// over k in the same order whatever RX and RW are: a row's result never depends on the other rows.
+template <int RX, int RW, typename T>
+HWY_INLINE void DotTile(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT w, float* HWY_RESTRICT y,
+                        int64_t y_stride) {
   const DF df;
-  const size_t N = hn::Lanes(df);
-  // Two accumulators per row hide FMA latency when R is small.
-  hn::Vec<DF> a0[R], a1[R];
-  for (int r = 0; r < R; ++r) a0[r] = a1[r] = hn::Zero(df);
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  hn::Vec<DF> acc[RX][RW];
+  for (int r = 0; r < RX; ++r)
+    for (int o = 0; o < RW; ++o) acc[r][o] = hn::Zero(df);
   int64_t k = 0;
-  for (; k + 2 * static_cast<int64_t>(N) <= in; k += 2 * N) {
-    const auto w0 = LoadAsF32(df, wrow + k);
-    const auto w1 = LoadAsF32(df, wrow + k + N);
-    for (int r = 0; r < R; ++r) {
-      a0[r] = hn::MulAdd(w0, hn::LoadU(df, x + r * in + k), a0[r]);
-      a1[r] = hn::MulAdd(w1, hn::LoadU(df, x + r * in + k + N), a1[r]);
+  for (; k + N <= in; k += N) {
+    hn::Vec<DF> wv[RW];
+    for (int o = 0; o < RW; ++o) wv[o] = LoadAsF32(df, w + o * in + k);
+    for (int r = 0; r < RX; ++r) {
+      const auto xv = hn::LoadU(df, x + r * in + k);
+      for (int o = 0; o < RW; ++o) acc[r][o] = hn::MulAdd(wv[o], xv, acc[r][o]);
     }
   }
-  for (int r = 0; r < R; ++r) {
-    float s = ReduceSum(df, hn::Add(a0[r], a1[r]));
-    for (int64_t kk = k; kk < in; ++kk) s += ToF32(wrow[kk]) * x[r * in + kk];
-    out[r] = s;
+  for (int r = 0; r < RX; ++r) {
+    for (int o = 0; o < RW; ++o) {
+      float s = ReduceSum(df, acc[r][o]);
+      for (int64_t kk = k; kk < in; ++kk) s += ToF32(w[o * in + kk]) * x[r * in + kk];
+      y[r * y_stride + o] = s;
+    }
   }
+}
+
+// Bytes of weight rows reused across x-row groups (well inside a 512 KiB L2).
+constexpr int64_t kWeightTileBytes = 128 * 1024;
+
+template <int RX, typename T>
+HWY_INLINE void DotRowsGroup(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT w, int64_t o0,
+                             int64_t o1, float* HWY_RESTRICT y, int64_t y_stride) {
+  // Decode (one x row) is memory bound: four weight rows per pass give enough independent sums.
+  // With more x rows, three weight rows keep 12 accumulators in the 16 AVX2 registers.
+  constexpr int RW = RX == 1 ? 4 : 3;
+  int64_t o = o0;
+  for (; o + RW <= o1; o += RW) DotTile<RX, RW>(x, in, w + o * in, y + o, y_stride);
+  for (; o < o1; ++o) DotTile<RX, 1>(x, in, w + o * in, y + o, y_stride);
 }
 
 template <typename T>
 void MatVecT(const float* HWY_RESTRICT x, int rows, int64_t in, const T* HWY_RESTRICT w,
              int64_t o_begin, int64_t o_end, float* HWY_RESTRICT y, int64_t y_stride) {
-  for (int r0 = 0; r0 < rows; r0 += 4) {
-    const int R = rows - r0 < 4 ? rows - r0 : 4;
-    const float* xr = x + r0 * in;
-    for (int64_t o = o_begin; o < o_end; ++o) {
-      float out[4];
-      const T* wrow = w + o * in;
-      switch (R) {
-        case 1: DotBlock<1>(xr, in, wrow, out); break;
-        case 2: DotBlock<2>(xr, in, wrow, out); break;
-        case 3: DotBlock<3>(xr, in, wrow, out); break;
-        default: DotBlock<4>(xr, in, wrow, out); break;
+  // A tile of weight rows stays in L2 while every group of x rows passes over it, so many rows
+  // cost one read of the weights from memory.
+  const int64_t tile = std::max<int64_t>(4, kWeightTileBytes / (in * static_cast<int64_t>(sizeof(T))));
+  for (int64_t t0 = o_begin; t0 < o_end; t0 += tile) {
+    const int64_t t1 = std::min(o_end, t0 + tile);
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      const float* xr = x + r0 * in;
+      float* yr = y + r0 * y_stride;
+      switch (std::min(4, rows - r0)) {
+        case 1: DotRowsGroup<1>(xr, in, w, t0, t1, yr, y_stride); break;
+        case 2: DotRowsGroup<2>(xr, in, w, t0, t1, yr, y_stride); break;
+        case 3: DotRowsGroup<3>(xr, in, w, t0, t1, yr, y_stride); break;
+        default: DotRowsGroup<4>(xr, in, w, t0, t1, yr, y_stride); break;
       }
-      for (int r = 0; r < R; ++r) y[(r0 + r) * y_stride + o] = out[r];
     }
   }
 }

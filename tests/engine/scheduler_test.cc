@@ -1,0 +1,190 @@
+// Continuous batching on the golden checkpoints (fresh random weights each run): concurrent
+// requests give exactly the output each gives alone, through chunked prefill, preemption and
+// prefix sharing; admission control, priorities and cancellation.
+#include <future>
+#include <random>
+
+#include "gmock/gmock.h"
+
+#include "engine/engine.h"
+#include "golden_util.h"
+
+namespace brickserve {
+namespace {
+
+using testing::GoldenCaseNames;
+using testing::LoadGoldenCase;
+
+std::unique_ptr<Engine> LoadEngine(const std::string& dir, int kv_tokens, bool prefix_cache, int max_queued = 256,
+                                   int max_running = 64) {
+  EngineOptions o;
+  o.model_dir = dir;
+  o.device.threads = 2;
+  o.max_batch_tokens = 48;  // small: long prompts take several steps, mixed with decode rows
+  o.kv_block_size = 4;
+  o.kv_cache_tokens = kv_tokens;
+  o.prefix_cache = prefix_cache;
+  o.max_queued_requests = max_queued;
+  o.max_running = max_running;
+  auto e = Engine::Load(o);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? *std::move(e) : nullptr;
+}
+
+// Random requests: greedy and seeded sampling, various lengths, some sharing a prompt prefix.
+std::vector<GenerationRequest> RandomRequests(int n, int vocab, std::mt19937& rng) {
+  std::vector<int32_t> shared(24 + rng() % 20);
+  for (auto& t : shared) t = 3 + static_cast<int32_t>(rng() % (vocab - 3));
+  std::vector<GenerationRequest> out;
+  for (int i = 0; i < n; ++i) {
+    GenerationRequest r;
+    if (i % 3 == 0) r.prompt_ids = shared;
+    const int extra = 1 + static_cast<int>(rng() % 60);
+    for (int k = 0; k < extra; ++k) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
+    r.max_new_tokens = 1 + static_cast<int>(rng() % 24);
+    r.ignore_eos = true;
+    if (i % 2 == 1) {
+      r.sampling.temperature = 0.9f;
+      r.sampling.top_p = 0.95f;
+      r.sampling.seed = rng();
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// Submits every request at once and waits for all results.
+std::vector<absl::StatusOr<GenerationResult>> RunConcurrently(Engine& engine, const std::vector<GenerationRequest>& rs) {
+  std::vector<std::promise<absl::StatusOr<GenerationResult>>> done(rs.size());
+  for (size_t i = 0; i < rs.size(); ++i) {
+    auto id = engine.Submit(rs[i], {}, {}, [&done, i](absl::StatusOr<GenerationResult> r) { done[i].set_value(std::move(r)); });
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (!id.ok()) done[i].set_value(id.status());
+  }
+  std::vector<absl::StatusOr<GenerationResult>> out;
+  for (auto& d : done) out.push_back(d.get_future().get());
+  return out;
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (GoldenCaseNames().empty()) GTEST_SKIP() << "no golden cases: run tests/reference/make_golden.py";
+  }
+};
+
+TEST_F(SchedulerTest, BatchedOutputEqualsEachRequestAloneWithPreemptionAndPrefixSharing) {
+  std::mt19937 rng(std::random_device{}());
+  for (const std::string name : {"llama_gqa_bf16", "qwen2_bias_tied_f32"}) {
+    const auto c = LoadGoldenCase(name);
+    auto alone = LoadEngine(c.dir, 0, /*prefix_cache=*/false);
+    ASSERT_NE(alone, nullptr);
+    const auto requests = RandomRequests(8 + static_cast<int>(rng() % 25), alone->config().vocab_size, rng);
+    std::vector<std::vector<int32_t>> want;
+    for (const auto& r : requests) {
+      auto out = alone->Generate(r);
+      ASSERT_TRUE(out.ok()) << out.status();
+      want.push_back(out->token_ids());
+    }
+    // A roomy pool, then one so small that requests must be preempted and recomputed.
+    for (int kv_tokens : {4096, 160}) {
+      auto batched = LoadEngine(c.dir, kv_tokens, /*prefix_cache=*/true);
+      ASSERT_NE(batched, nullptr);
+      const auto got = RunConcurrently(*batched, requests);
+      ASSERT_TRUE(batched->WaitUntilIdle(Clock::now() + std::chrono::seconds(10)));
+      for (size_t i = 0; i < requests.size(); ++i) {
+        ASSERT_TRUE(got[i].ok()) << got[i].status();
+        EXPECT_EQ(got[i]->token_ids(), want[i]) << name << " request " << i << " of " << requests.size()
+                                                << ", KV pool " << kv_tokens << " tokens";
+      }
+      const EngineStats s = batched->Stats();
+      EXPECT_GT(s.prefix_cache_hit_tokens, 0u) << "requests sharing a prefix reused its blocks";
+      if (kv_tokens == 160) EXPECT_GT(s.preemptions, 0u) << "the small pool forced preemptions";
+      EXPECT_EQ(s.running_requests, 0);
+      EXPECT_EQ(s.kv_blocks_in_use, 0) << "every block was returned";
+      EXPECT_EQ(s.requests_finished, requests.size());
+    }
+  }
+}
+
+TEST_F(SchedulerTest, FullQueueRefusesAtOnceAndAcceptedRequestsComplete) {
+  const auto c = LoadGoldenCase(GoldenCaseNames().front());
+  auto engine = LoadEngine(c.dir, 0, true, /*max_queued=*/3, /*max_running=*/1);
+  ASSERT_NE(engine, nullptr);
+  GenerationRequest r;
+  r.prompt_ids = c.prompt_ids;
+  r.max_new_tokens = 40;
+  r.ignore_eos = true;
+  std::atomic<int> completed{0};
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < 12; ++i) {
+    auto id = engine->Submit(r, {}, {}, [&](absl::StatusOr<GenerationResult> out) {
+      if (out.ok() && out->completion_tokens == 40) completed.fetch_add(1);
+    });
+    if (id.ok()) {
+      ++accepted;
+    } else {
+      ++refused;
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      EXPECT_THAT(std::string(id.status().message()), ::testing::HasSubstr("max_queued_requests = 3"));
+    }
+  }
+  EXPECT_GT(refused, 0);
+  ASSERT_TRUE(engine->WaitUntilIdle(Clock::now() + std::chrono::seconds(60)));
+  EXPECT_EQ(completed.load(), accepted);
+  EXPECT_EQ(engine->Stats().requests_rejected, static_cast<uint64_t>(refused));
+}
+
+TEST_F(SchedulerTest, HigherPriorityRunsFirstAndCancelledQueuedRequestsLeave) {
+  const auto c = LoadGoldenCase(GoldenCaseNames().front());
+  auto engine = LoadEngine(c.dir, 0, true, 256, /*max_running=*/1);
+  ASSERT_NE(engine, nullptr);
+  GenerationRequest r;
+  r.prompt_ids = c.prompt_ids;
+  r.max_new_tokens = 30;
+  r.ignore_eos = true;
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::promise<void> first_running, others_submitted;
+  std::shared_future<void> go = others_submitted.get_future().share();
+  auto submit = [&](const std::string& tag, int priority, int max_new_tokens = 30) {
+    SubmitOptions o;
+    o.priority = priority;
+    GenerationRequest req = r;
+    req.max_new_tokens = max_new_tokens;
+    StreamCallback on_piece;
+    if (tag == "first") {
+      on_piece = [&, signalled = false](const StreamPiece&) mutable {
+        if (!signalled) {
+          // Holds the scheduler (inside "first"'s step) until the others are queued.
+          first_running.set_value();
+          go.wait();
+        }
+        signalled = true;
+        return true;
+      };
+    }
+    auto id = engine->Submit(req, o, on_piece, [&, tag](absl::StatusOr<GenerationResult> out) {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(out.ok() && out->finish_reason == FinishReason::kCancelled ? tag + ":cancelled" : tag);
+    });
+    EXPECT_TRUE(id.ok());
+    return id.ok() ? *id : 0;
+  };
+  submit("first", 0, 200);
+  first_running.get_future().wait();
+  submit("low", 0);
+  const uint64_t doomed = submit("doomed", 0);
+  submit("high", 5);
+  engine->Cancel(doomed);
+  others_submitted.set_value();
+  ASSERT_TRUE(engine->WaitUntilIdle(Clock::now() + std::chrono::seconds(60)));
+  // One request runs at a time: "high" takes the place of "first" (lower priority), which resumes
+  // after it, ahead of the younger "low".
+  const std::vector<std::string> want = {"doomed:cancelled", "high", "first", "low"};
+  EXPECT_EQ(order, want);
+  EXPECT_GE(engine->Stats().preemptions, 1u);
+}
+
+}  // namespace
+}  // namespace brickserve
