@@ -86,10 +86,12 @@ TEST_F(SchedulerTest, BatchedOutputEqualsEachRequestAloneWithPreemptionAndPrefix
       ASSERT_TRUE(out.ok()) << out.status();
       want.push_back(out->token_ids());
     }
-    // A roomy pool, then one so small that requests must be preempted and recomputed.
+    // A roomy pool, then one so small that requests are preempted and recomputed.
     for (int kv_tokens : {4096, 160}) {
       auto batched = LoadEngine(c.dir, kv_tokens, /*prefix_cache=*/true);
       ASSERT_NE(batched, nullptr);
+      // The first request alone first, so the later ones sharing its prefix find it cached.
+      ASSERT_EQ(batched->Generate(requests[0])->token_ids(), want[0]);
       const auto got = RunConcurrently(*batched, requests);
       ASSERT_TRUE(batched->WaitUntilIdle(Clock::now() + std::chrono::seconds(10)));
       for (size_t i = 0; i < requests.size(); ++i) {
@@ -98,13 +100,44 @@ TEST_F(SchedulerTest, BatchedOutputEqualsEachRequestAloneWithPreemptionAndPrefix
                                                 << ", KV pool " << kv_tokens << " tokens";
       }
       const EngineStats s = batched->Stats();
-      EXPECT_GT(s.prefix_cache_hit_tokens, 0u) << "requests sharing a prefix reused its blocks";
-      if (kv_tokens == 160) EXPECT_GT(s.preemptions, 0u) << "the small pool forced preemptions";
+      if (kv_tokens == 4096) EXPECT_GT(s.prefix_cache_hit_tokens, 0u) << "requests sharing a prefix reused its blocks";
       EXPECT_EQ(s.running_requests, 0);
       EXPECT_EQ(s.kv_blocks_in_use, 0) << "every block was returned";
-      EXPECT_EQ(s.requests_finished, requests.size());
+      EXPECT_EQ(s.requests_finished, requests.size() + 1);
     }
   }
+}
+
+// Four requests admitted in one step whose growth cannot fit a 64-token pool: preemption is
+// certain, and the preempted ones still finish with their own output.
+TEST_F(SchedulerTest, PreemptedRequestsCompleteWithTheirOwnOutput) {
+  std::mt19937 rng(std::random_device{}());
+  const auto c = LoadGoldenCase("llama_mha_f32");
+  auto alone = LoadEngine(c.dir, 0, false);
+  auto small = LoadEngine(c.dir, 64, true);
+  ASSERT_NE(alone, nullptr);
+  ASSERT_NE(small, nullptr);
+  std::vector<GenerationRequest> requests(4);
+  std::vector<std::vector<int32_t>> want;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto& r = requests[i];
+    for (int k = 0; k < 10; ++k) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % 300));
+    r.max_new_tokens = 40;
+    r.ignore_eos = true;
+    if (i % 2 == 1) {
+      r.sampling.temperature = 1.0f;
+      r.sampling.seed = rng();
+    }
+    want.push_back(alone->Generate(r)->token_ids());
+  }
+  const auto got = RunConcurrently(*small, requests);
+  ASSERT_TRUE(small->WaitUntilIdle(Clock::now() + std::chrono::seconds(10)));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].status();
+    EXPECT_EQ(got[i]->token_ids(), want[i]) << "request " << i;
+  }
+  EXPECT_GT(small->Stats().preemptions, 0u);
+  EXPECT_EQ(small->Stats().kv_blocks_in_use, 0);
 }
 
 TEST_F(SchedulerTest, FullQueueRefusesAtOnceAndAcceptedRequestsComplete) {
