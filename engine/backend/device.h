@@ -35,9 +35,6 @@ struct Buffer {
   std::shared_ptr<void> owner;
 };
 
-// A view of `n` elements of `b` from `offset` (same device memory, shared ownership).
-inline Buffer Slice(const Buffer& b, size_t offset, size_t n) { return Buffer{b.data + offset, n, b.owner}; }
-
 // Host view of a tensor to upload (e.g. inside a memory-mapped safetensors file).
 struct HostTensor {
   DType dtype = DType::kF32;

@@ -35,6 +35,15 @@ absl::StatusOr<int32_t> BlockPool::Allocate() {
   return b;
 }
 
+bool BlockPool::Grow(std::vector<int32_t>* blocks, int tokens) {
+  while (static_cast<int>(blocks->size()) * block_size_ < tokens) {
+    auto b = Allocate();
+    if (!b.ok()) return false;
+    blocks->push_back(*b);
+  }
+  return true;
+}
+
 void BlockPool::Retain(int32_t block) {
   if (refs_[block]++ == 0 && evictable_pos_[block] != evictable_.end()) {
     evictable_.erase(evictable_pos_[block]);
@@ -86,12 +95,9 @@ BlockTable::~BlockTable() {
 }
 
 absl::Status BlockTable::Reserve(int tokens) {
-  while (static_cast<int>(blocks_.size()) * pool_->block_size() < tokens) {
-    auto b = pool_->Allocate();
-    if (!b.ok()) return b.status();
-    blocks_.push_back(*b);
-  }
-  return absl::OkStatus();
+  if (pool_->Grow(&blocks_, tokens)) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat("KV cache is full (all ", pool_->num_blocks(), " blocks in use)"));
 }
 
 }  // namespace brickserve

@@ -35,6 +35,9 @@ class BlockPool {
   // A fresh block with one reference; evicts the least recently used cached block if none is
   // free. RESOURCE_EXHAUSTED when every block is referenced.
   absl::StatusOr<int32_t> Allocate();
+  // Appends fresh blocks to `blocks` until they hold `tokens` positions; false when the pool ran
+  // dry (the blocks it did get stay appended).
+  bool Grow(std::vector<int32_t>* blocks, int tokens);
   void Retain(int32_t block);
   // Drops a reference; at zero the block becomes free, or evictable if it is cached.
   void Release(int32_t block);

@@ -245,7 +245,7 @@ void Scheduler::ScheduleRunning(int* budget, std::vector<Planned>* plan, bool* p
       }
       int n = std::min(s->pending(), *budget);
       bool keep = true;
-      while (!Reserve(*s, s->num_computed + n)) {
+      while (!pool_->Grow(&s->blocks, s->num_computed + n)) {
         const int fits = static_cast<int>(s->blocks.size()) * pool_->block_size() - s->num_computed;
         if (pass == 1 && fits > 0) {  // a shorter prompt chunk is progress too
           n = fits;
@@ -279,7 +279,7 @@ void Scheduler::Admit(int* budget, std::vector<Planned>* plan) {
       const int n = std::min(head.pending(), *budget);
       const int need = (head.num_computed + n + bs - 1) / bs - static_cast<int>(head.blocks.size());
       if ((!running_.empty() && pool_->num_available() - need < watermark_blocks_) ||
-          !Reserve(head, head.num_computed + n)) {
+          !pool_->Grow(&head.blocks, head.num_computed + n)) {
         ReleaseBlocks(head);
         return;
       }
@@ -346,15 +346,6 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
   stats_.prefill_tokens += prefill;
   stats_.generated_tokens += generated;
   return absl::OkStatus();
-}
-
-bool Scheduler::Reserve(Sequence& seq, int tokens) {
-  while (static_cast<int>(seq.blocks.size()) * pool_->block_size() < tokens) {
-    auto b = pool_->Allocate();
-    if (!b.ok()) return false;
-    seq.blocks.push_back(*b);
-  }
-  return true;
 }
 
 Sequence* Scheduler::PreemptionVictim(const std::vector<Planned>& plan) const {

@@ -82,8 +82,6 @@ class Scheduler {
   void Admit(int* budget, std::vector<Planned>* plan);
   absl::Status RunBatch(const std::vector<Planned>& plan, std::vector<SeqPtr>* done);
 
-  // Grows `seq`'s blocks to hold `tokens` positions; false if the pool ran dry (what it got stays).
-  bool Reserve(Sequence& seq, int tokens);
   // The last running request not in `plan` (nullptr if none): the next to preempt.
   Sequence* PreemptionVictim(const std::vector<Planned>& plan) const;
   void Preempt(Sequence* seq);
