@@ -181,6 +181,7 @@ bool Scheduler::Step() {
 void Scheduler::CollectStopped(std::vector<SeqPtr>* done) {
   absl::Status abort;
   std::unordered_set<uint64_t> cancelled;
+  auto ends = [&](const Sequence& s) { return !abort.ok() || cancelled.contains(s.id()) || s.StopRequested(); };
   {
     std::lock_guard<std::mutex> lock(mu_);
     abort = abort_status_;
@@ -188,7 +189,7 @@ void Scheduler::CollectStopped(std::vector<SeqPtr>* done) {
     cancelled.swap(cancelled_);
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       Sequence& s = **it;
-      if (abort.ok() && !cancelled.contains(s.id()) && !s.StopRequested()) {
+      if (!ends(s)) {
         ++it;
         continue;
       }
@@ -200,7 +201,7 @@ void Scheduler::CollectStopped(std::vector<SeqPtr>* done) {
   }
   for (size_t i = 0; i < running_.size();) {
     Sequence& s = *running_[i];
-    if (abort.ok() && !cancelled.contains(s.id()) && !s.StopRequested()) {
+    if (!ends(s)) {
       ++i;
       continue;
     }
