@@ -156,7 +156,8 @@ bool Scheduler::Step() {
   CollectStopped(&done);
   int budget = options_.max_batch_tokens;
   std::vector<Planned> plan;
-  bool preempted = PreemptForPriority();
+  PreemptForPriority();  // makes room for the waiting request it favours: admission goes on
+  bool preempted = false;
   ScheduleRunning(&budget, &plan, &preempted);
   // Newly arriving requests wait while the running ones are short of KV blocks.
   if (!preempted) Admit(&budget, &plan);
@@ -216,19 +217,22 @@ void Scheduler::CollectStopped(std::vector<SeqPtr>* done) {
   }
 }
 
-bool Scheduler::PreemptForPriority() {
-  // When the batch is full, a waiting request takes the place of a running one of lower priority.
-  bool preempted = false;
+void Scheduler::PreemptForPriority() {
+  // A waiting request takes the place of running ones of lower priority when the batch is full or
+  // the KV pool is too short for its first prompt chunk.
+  const int bs = pool_->block_size();
   for (;;) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (waiting_.empty() || running_.empty() || static_cast<int>(running_.size()) < options_.max_running ||
-          running_.back()->priority() >= waiting_.front()->priority()) {
-        return preempted;
-      }
+      if (waiting_.empty() || running_.empty()) return;
+      const Sequence& head = *waiting_.front();
+      if (running_.back()->priority() >= head.priority()) return;
+      const bool batch_full = static_cast<int>(running_.size()) >= options_.max_running;
+      const int first_chunk_blocks = (std::min(head.pending(), options_.max_batch_tokens) + bs - 1) / bs;
+      const bool kv_short = pool_->num_available() < first_chunk_blocks + watermark_blocks_;
+      if (!batch_full && !kv_short) return;
     }
     Preempt(running_.back().get());
-    preempted = true;
   }
 }
 

@@ -76,8 +76,8 @@ class Scheduler {
   // was nothing it could run.
   bool Step();
   void CollectStopped(std::vector<SeqPtr>* done);
-  // Returns whether it preempted anything.
-  bool PreemptForPriority();
+  // Preempts lower-priority running requests that stand in the way of the first waiting one.
+  void PreemptForPriority();
   void ScheduleRunning(int* budget, std::vector<Planned>* plan, bool* preempted);
   void Admit(int* budget, std::vector<Planned>* plan);
   absl::Status RunBatch(const std::vector<Planned>& plan, std::vector<SeqPtr>* done);

@@ -219,5 +219,66 @@ TEST_F(SchedulerTest, HigherPriorityRunsFirstAndCancelledQueuedRequestsLeave) {
   EXPECT_GE(engine->Stats().preemptions, 1u);
 }
 
+// "high" arrives while "first" holds most of a 64-token pool: the pool, not the batch size, is
+// what stands in its way, and "first" (lower priority) is preempted for it, then finishes with
+// the output it has alone.
+TEST_F(SchedulerTest, HigherPriorityPreemptsWhenTheKvPoolIsShort) {
+  std::mt19937 rng(std::random_device{}());
+  const auto c = LoadGoldenCase("llama_mha_f32");
+  auto alone = LoadEngine(c.dir, 0, false);
+  auto engine = LoadEngine(c.dir, 64, false);  // 16 blocks of 4 tokens
+  ASSERT_NE(alone, nullptr);
+  ASSERT_NE(engine, nullptr);
+  auto make = [&](int prompt_len) {
+    GenerationRequest r;
+    for (int k = 0; k < prompt_len; ++k) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % 300));
+    r.max_new_tokens = 20;
+    r.ignore_eos = true;
+    return r;
+  };
+  const GenerationRequest first = make(40), high = make(30);  // 10 blocks held; 8 more needed
+  const auto want_first = alone->Generate(first)->token_ids();
+  const auto want_high = alone->Generate(high)->token_ids();
+
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::promise<absl::StatusOr<GenerationResult>> first_out, high_out;
+  std::promise<void> first_running, high_submitted;
+  std::shared_future<void> go = high_submitted.get_future().share();
+  auto on_done = [&](const std::string& tag, std::promise<absl::StatusOr<GenerationResult>>* out) {
+    return [&, tag, out](absl::StatusOr<GenerationResult> r) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        order.push_back(tag);
+      }
+      out->set_value(std::move(r));
+    };
+  };
+  StreamCallback hold = [&, signalled = false](const StreamPiece&) mutable {
+    if (!signalled) {
+      signalled = true;
+      first_running.set_value();
+      go.wait();  // the scheduler waits inside "first"'s first step until "high" is queued
+    }
+    return true;
+  };
+  ASSERT_TRUE(engine->Submit(first, {}, hold, on_done("first", &first_out)).ok());
+  first_running.get_future().wait();
+  SubmitOptions urgent;
+  urgent.priority = 5;
+  ASSERT_TRUE(engine->Submit(high, urgent, {}, on_done("high", &high_out)).ok());
+  high_submitted.set_value();
+
+  const auto got_first = first_out.get_future().get();
+  const auto got_high = high_out.get_future().get();
+  ASSERT_TRUE(got_first.ok()) << got_first.status();
+  ASSERT_TRUE(got_high.ok()) << got_high.status();
+  EXPECT_EQ(order, (std::vector<std::string>{"high", "first"}));
+  EXPECT_EQ(got_first->token_ids(), want_first);
+  EXPECT_EQ(got_high->token_ids(), want_high);
+  EXPECT_GE(got_first->preemptions, 1);
+  EXPECT_EQ(got_high->preemptions, 0);
+}
+
 }  // namespace
 }  // namespace brickserve
