@@ -1,0 +1,149 @@
+// Overload and shutdown through the real server, each test with its own `brickserve serve`: a flood
+// beyond the queue bound is refused at once with RESOURCE_EXHAUSTED while the accepted calls
+// complete, and a SIGTERM whose grace period is too short ends the calls still in flight with
+// UNAVAILABLE and a message saying why, after which the process still exits 0.
+#include <signal.h>
+
+#include <atomic>
+#include <latch>
+#include <mutex>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "server_fixture.h"
+
+namespace brickserve::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+struct StreamOutcome {
+  grpc::Status status;
+  int tokens = 0;
+};
+
+// Streams a long generation; `pieces_seen` counts the streams that received a piece.
+StreamOutcome LongStream(v1::InferenceService::Stub* stub, int max_new_tokens, std::atomic<int>* pieces_seen) {
+  v1::GenerateRequest r;
+  r.set_text("Once upon a time");
+  r.set_max_new_tokens(max_new_tokens);
+  r.set_ignore_eos(true);
+  StreamOutcome out;
+  auto context = Context(120s);
+  auto reader = stub->GenerateStream(context.get(), r);
+  v1::GenerateStreamResponse m;
+  bool first = true;
+  while (reader->Read(&m)) {
+    if (!m.has_piece()) continue;
+    out.tokens += m.piece().tokens_size();
+    if (first && pieces_seen != nullptr) pieces_seen->fetch_add(1);
+    first = false;
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
+// Runs `n` long streams at once (released together) and returns their outcomes.
+std::vector<StreamOutcome> Flood(v1::InferenceService::Stub* stub, int n, int max_new_tokens,
+                                 std::atomic<int>* pieces_seen = nullptr) {
+  std::vector<StreamOutcome> outcomes(n);
+  std::latch go(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      go.arrive_and_wait();
+      outcomes[i] = LongStream(stub, max_new_tokens, pieces_seen);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return outcomes;
+}
+
+class AdmissionE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveModel()) GTEST_SKIP() << "brick-tiny not found at " << kModelDir << " (../shared next to the checkout); skipping";
+  }
+  std::unique_ptr<ServerProcess> Start(const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"--model", kModelDir, "--listen", "127.0.0.1:0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto server = ServerProcess::Start(BRICKSERVE_BINARY, args, 120s);
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? *std::move(server) : nullptr;
+  }
+};
+
+// One request runs and two may wait: of twelve streams sent at once the excess is refused at once
+// (no message streamed) and the accepted ones generate every token.
+TEST_F(AdmissionE2E, FloodBeyondTheQueueIsResourceExhaustedAndAcceptedCallsComplete) {
+  auto server = Start({"--max-running-requests", "1", "--max-queued-requests", "2"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::InferenceService::NewStub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  constexpr int kTokens = 400;
+  const auto outcomes = Flood(stub.get(), 12, kTokens);
+  int accepted = 0, refused = 0;
+  for (const auto& o : outcomes) {
+    if (o.status.ok()) {
+      ++accepted;
+      EXPECT_EQ(o.tokens, kTokens);
+    } else {
+      ++refused;
+      EXPECT_EQ(o.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << o.status.error_message();
+      EXPECT_THAT(o.status.error_message(), HasSubstr("max_queued_requests = 2"));
+      EXPECT_EQ(o.tokens, 0);
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GE(accepted, 2);
+  v1::GetServerStatsResponse stats;
+  auto context = Context();
+  ASSERT_TRUE(stub->GetServerStats(context.get(), v1::GetServerStatsRequest(), &stats).ok());
+  EXPECT_EQ(stats.rejected_requests(), refused);
+  EXPECT_EQ(stats.completed_requests(), accepted);
+  EXPECT_EQ(server->Stop(20s), 0);
+}
+
+// Sixteen streams run one at a time, far more work than the 1 s grace period: the one generating
+// when SIGTERM arrives, and those still queued, end with UNAVAILABLE naming the grace period;
+// nothing hangs and the process exits 0.
+TEST_F(AdmissionE2E, GracePeriodCutsTheCallsStillInFlightWithUnavailable) {
+  auto server = Start({"--max-running-requests", "1", "--shutdown-grace-s", "1"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::InferenceService::NewStub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  constexpr int kStreams = 16, kTokens = 480;
+  std::atomic<int> pieces_seen{0};
+  std::vector<StreamOutcome> outcomes;
+  std::thread flood([&] { outcomes = Flood(stub.get(), kStreams, kTokens, &pieces_seen); });
+  // SIGTERM once the first stream is generating and every call has reached the server.
+  const bool started = Eventually([&] {
+    v1::GetServerStatsResponse stats;
+    auto context = Context();
+    return pieces_seen.load() > 0 && stub->GetServerStats(context.get(), v1::GetServerStatsRequest(), &stats).ok() &&
+           stats.total_requests() >= kStreams;
+  });
+  const auto signalled = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill(server->pid(), SIGTERM), 0);
+  const int exit_code = server->Stop(30s);
+  const double shutdown_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
+  flood.join();
+  ASSERT_TRUE(started) << "the streams never all reached the server";
+  EXPECT_EQ(exit_code, 0);
+  EXPECT_LT(shutdown_s, 15.0) << "the grace period (1 s) bounds the drain";
+
+  int completed = 0, cut = 0;
+  for (const auto& o : outcomes) {
+    if (o.status.ok()) {
+      ++completed;
+      EXPECT_EQ(o.tokens, kTokens);
+    } else {
+      ++cut;
+      EXPECT_EQ(o.status.error_code(), grpc::StatusCode::UNAVAILABLE) << o.status.error_message();
+      EXPECT_THAT(o.status.error_message(), HasSubstr("shutdown grace period 1 s"));
+    }
+  }
+  EXPECT_GT(cut, 0) << completed << " of " << kStreams << " streams completed within the grace period";
+}
+
+}  // namespace
+}  // namespace brickserve::testing
