@@ -239,6 +239,11 @@ void Scheduler::PreemptForPriority() {
 void Scheduler::ScheduleRunning(int* budget, std::vector<Planned>* plan, bool* preempted) {
   // Decode rows first: a long prompt never holds back anyone's next token.
   for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1 && !plan->empty() && options_.prefill_chunk_tokens > 0) {
+      // Requests are decoding: cap the prompt rows added to their step (the rest of this step's
+      // budget, new admissions included), so their next token is not held up by a long prompt.
+      *budget = std::min(*budget, options_.prefill_chunk_tokens);
+    }
     std::vector<Sequence*> order;
     for (const auto& s : running_) {
       if ((s->pending() == 1) == (pass == 0)) order.push_back(s.get());

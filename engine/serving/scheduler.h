@@ -29,6 +29,7 @@ namespace brickserve {
 struct SchedulerOptions {
   int max_batch_tokens = 512;      // rows per step (decode rows plus prefill chunks)
   int max_running = 64;            // requests in the running batch
+  int prefill_chunk_tokens = 0;    // prompt rows per step while requests decode; 0 = no cap
   int max_queued_requests = 256;   // waiting requests before RESOURCE_EXHAUSTED
   int64_t max_queued_tokens = 0;   // prompt tokens waiting before RESOURCE_EXHAUSTED; 0 = no limit
   int max_context = 0;

@@ -72,7 +72,8 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   v1::ServerLimits& l = *c.mutable_limits();
   std::string model = c.model(), listen = c.listen(), device = c.device();
   int threads = c.threads(), max_context = c.max_context(), max_batch = c.max_batch_tokens(),
-      kv_tokens = c.kv_cache_tokens(), grace = c.shutdown_grace_s(), max_running = c.max_running_requests();
+      kv_tokens = c.kv_cache_tokens(), grace = c.shutdown_grace_s(), max_running = c.max_running_requests(),
+      prefill_chunk = c.prefill_chunk_tokens();
   int max_queued_tokens = static_cast<int>(l.max_queued_tokens());
   bool prefix_cache = !c.has_prefix_cache() || c.prefix_cache();
   bool batch_invariant = !c.has_batch_invariant() || c.batch_invariant();
@@ -100,6 +101,8 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   flags.Int("max-queued-requests", &max_queued, "requests waiting for the model before RESOURCE_EXHAUSTED (0 = 64)");
   flags.Int("max-queued-tokens", &max_queued_tokens, "prompt tokens waiting before RESOURCE_EXHAUSTED (0 = no limit)");
   flags.Int("max-running-requests", &max_running, "requests batched together (0 = 64)");
+  flags.Int("prefill-chunk-tokens", &prefill_chunk,
+            "prompt tokens a step adds while others decode (0 = max-batch-tokens; smaller = steadier streaming)");
   flags.Bool("prefix-cache", &prefix_cache, "share the KV of common prompt prefixes (default true)");
   flags.Bool("batch-invariant", &batch_invariant,
              "output independent of batching, bit for bit (default true; false: faster CPU prefill)");
@@ -119,6 +122,7 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   c.set_kv_cache_tokens(kv_tokens);
   c.set_shutdown_grace_s(grace);
   c.set_max_running_requests(max_running);
+  c.set_prefill_chunk_tokens(prefill_chunk);
   c.set_prefix_cache(prefix_cache);
   c.set_batch_invariant(batch_invariant);
   l.set_max_queued_tokens(max_queued_tokens);

@@ -16,7 +16,7 @@ using testing::GoldenCaseNames;
 using testing::LoadGoldenCase;
 
 std::unique_ptr<Engine> LoadEngine(const std::string& dir, int kv_tokens, bool prefix_cache, int max_queued = 256,
-                                   int max_running = 64) {
+                                   int max_running = 64, int prefill_chunk_tokens = 0) {
   EngineOptions o;
   o.model_dir = dir;
   o.device.threads = 2;
@@ -26,6 +26,7 @@ std::unique_ptr<Engine> LoadEngine(const std::string& dir, int kv_tokens, bool p
   o.prefix_cache = prefix_cache;
   o.max_queued_requests = max_queued;
   o.max_running = max_running;
+  o.prefill_chunk_tokens = prefill_chunk_tokens;
   auto e = Engine::Load(o);
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? *std::move(e) : nullptr;
@@ -88,7 +89,8 @@ TEST_F(SchedulerTest, BatchedOutputEqualsEachRequestAloneWithPreemptionAndPrefix
     }
     // A roomy pool, then one so small that requests are preempted and recomputed.
     for (int kv_tokens : {4096, 160}) {
-      auto batched = LoadEngine(c.dir, kv_tokens, /*prefix_cache=*/true);
+      const int chunk = rng() % 2 == 0 ? 0 : 1 + static_cast<int>(rng() % 16);
+      auto batched = LoadEngine(c.dir, kv_tokens, /*prefix_cache=*/true, 256, 64, chunk);
       ASSERT_NE(batched, nullptr);
       // The first request alone first, so the later ones sharing its prefix find it cached.
       ASSERT_EQ(batched->Generate(requests[0])->token_ids(), want[0]);
@@ -97,7 +99,7 @@ TEST_F(SchedulerTest, BatchedOutputEqualsEachRequestAloneWithPreemptionAndPrefix
       for (size_t i = 0; i < requests.size(); ++i) {
         ASSERT_TRUE(got[i].ok()) << got[i].status();
         EXPECT_EQ(got[i]->token_ids(), want[i]) << name << " request " << i << " of " << requests.size()
-                                                << ", KV pool " << kv_tokens << " tokens";
+                                                << ", KV pool " << kv_tokens << " tokens, prefill chunk " << chunk;
       }
       const EngineStats s = batched->Stats();
       if (kv_tokens == 4096) EXPECT_GT(s.prefix_cache_hit_tokens, 0u) << "requests sharing a prefix reused its blocks";
@@ -278,6 +280,50 @@ TEST_F(SchedulerTest, HigherPriorityPreemptsWhenTheKvPoolIsShort) {
   EXPECT_EQ(got_high->token_ids(), want_high);
   EXPECT_GE(got_first->preemptions, 1);
   EXPECT_EQ(got_high->preemptions, 0);
+}
+
+// While "first" decodes, "second"'s 40-token prompt is added 8 tokens per step: five steps, each
+// with a decode row of "first", instead of one 41-row step.
+TEST_F(SchedulerTest, PrefillChunkCapsPromptRowsWhileOthersDecode) {
+  const auto c = LoadGoldenCase("llama_mha_f32");
+  for (int chunk : {0, 8}) {
+    auto engine = LoadEngine(c.dir, 0, false, 256, 64, chunk);
+    ASSERT_NE(engine, nullptr);
+    GenerationRequest first, second;
+    first.prompt_ids = {5, 6, 7};
+    first.max_new_tokens = 30;
+    first.ignore_eos = true;
+    for (int k = 0; k < 40; ++k) second.prompt_ids.push_back(10 + k);
+    second.max_new_tokens = 1;  // done in the step of its last chunk
+    second.ignore_eos = true;
+    // Stats().steps counts completed steps: read while "first" holds step k (k - 1 done) and when
+    // "second" is done (after its step is counted).
+    std::atomic<int64_t> steps_at_submit{-1}, steps_at_second{-1};
+    std::promise<void> first_running, second_submitted;
+    std::shared_future<void> go = second_submitted.get_future().share();
+    StreamCallback hold = [&, held = false](const StreamPiece&) mutable {
+      if (!held) {
+        held = true;
+        first_running.set_value();
+        go.wait();
+      }
+      return true;
+    };
+    ASSERT_TRUE(engine->Submit(first, {}, hold, [](absl::StatusOr<GenerationResult>) {}).ok());
+    first_running.get_future().wait();
+    steps_at_submit = static_cast<int64_t>(engine->Stats().steps);
+    ASSERT_TRUE(engine->Submit(second, {}, {}, [&](absl::StatusOr<GenerationResult>) {
+      steps_at_second = static_cast<int64_t>(engine->Stats().steps);
+    }).ok());
+    second_submitted.set_value();
+    ASSERT_TRUE(engine->WaitUntilIdle(Clock::now() + std::chrono::seconds(30)));
+    const int64_t steps = steps_at_second.load() - steps_at_submit.load();
+    if (chunk == 0) {
+      EXPECT_EQ(steps, 1 + 1) << "step k, then the whole prompt in one step";
+    } else {
+      EXPECT_EQ(steps, 1 + 40 / 8) << "step k, then five 8-token chunks, each in its own step";
+    }
+  }
 }
 
 }  // namespace

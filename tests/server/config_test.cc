@@ -59,6 +59,9 @@ TEST(ServerConfig, NormaliseFillsDefaultsAndChecksFields) {
   c.set_threads(-1);
   EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "threads = -1"));
   c.set_threads(0);
+  c.set_prefill_chunk_tokens(-8);
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "prefill_chunk_tokens = -8"));
+  c.set_prefill_chunk_tokens(0);
   c.mutable_limits()->set_max_queued_requests(-3);
   EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "limits.max_queued_requests = -3"));
 }
@@ -107,13 +110,16 @@ TEST(ServeFlags, FlagsOverrideTheConfigFile) {
   }
   v1::ServerConfig c;
   std::string usage;
-  ASSERT_TRUE(Parse({"--listen", "127.0.0.1:0", "--config", path, "--max-prompt-tokens=9"}, &c, &usage).ok());
+  ASSERT_TRUE(Parse({"--listen", "127.0.0.1:0", "--config", path, "--max-prompt-tokens=9", "--prefill-chunk-tokens",
+                     "24"}, &c, &usage).ok());
   EXPECT_TRUE(usage.empty());
   EXPECT_EQ(c.model(), "/from/file");          // file
   EXPECT_EQ(c.listen(), "127.0.0.1:0");        // flag wins, even before --config on the line
   EXPECT_EQ(c.threads(), 3);                   // file
   EXPECT_EQ(c.limits().max_new_tokens(), 64);  // file
   EXPECT_EQ(c.limits().max_prompt_tokens(), 9);  // flag
+  EXPECT_EQ(c.prefill_chunk_tokens(), 24);       // flag
+  EXPECT_EQ(ToEngineOptions(c).prefill_chunk_tokens, 24);
   std::remove(path.c_str());
 }
 
@@ -124,7 +130,9 @@ TEST(ServeFlags, HelpListsEveryFlag) {
   for (const char* flag : {"--config", "--model", "--listen", "--device", "--threads", "--max-context",
                            "--max-batch-tokens", "--kv-cache-tokens", "--max-new-tokens", "--default-max-new-tokens",
                            "--max-prompt-tokens", "--max-stop-strings", "--max-stop-string-bytes",
-                           "--max-queued-requests", "--max-request-bytes", "--shutdown-grace-s"}) {
+                           "--max-queued-requests", "--max-request-bytes", "--shutdown-grace-s",
+                           "--max-queued-tokens", "--max-running-requests", "--prefill-chunk-tokens",
+                           "--prefix-cache", "--batch-invariant"}) {
     EXPECT_NE(usage.find(flag), std::string::npos) << flag;
   }
 }
