@@ -94,12 +94,19 @@ HWY_INLINE void DotTile(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RE
 // Bytes of weight rows reused across x-row groups (well inside a 512 KiB L2).
 constexpr int64_t kWeightTileBytes = 128 * 1024;
 
+// Weight rows per tile with several x rows: the accumulators (4 x rows times this), the weight
+// vectors and one x vector must fit the register file: 16 registers on AVX2, 32 on AVX-512.
+#if HWY_TARGET <= HWY_AVX3
+constexpr int kRowsTileW = 6;
+#else
+constexpr int kRowsTileW = 3;
+#endif
+
 template <int RX, typename T>
 HWY_INLINE void DotRowsGroup(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT w, int64_t o0,
                              int64_t o1, float* HWY_RESTRICT y, int64_t y_stride) {
   // Decode (one x row) is memory bound: four weight rows per pass give enough independent sums.
-  // With more x rows, three weight rows keep 12 accumulators in the 16 AVX2 registers.
-  constexpr int RW = RX == 1 ? 4 : 3;
+  constexpr int RW = RX == 1 ? 4 : kRowsTileW;
   int64_t o = o0;
   for (; o + RW <= o1; o += RW) DotTile<RX, RW>(x, in, w + o * in, y + o, y_stride);
   for (; o < o1; ++o) DotTile<RX, 1>(x, in, w + o * in, y + o, y_stride);
