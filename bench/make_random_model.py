@@ -3,8 +3,10 @@
 
 The output is a Hugging Face model directory that the engine loads like any other:
 config.json, generation_config.json, model.safetensors (written here: 8-byte little-endian header
-length, JSON header, raw tensor bytes), and tokenizer.json / tokenizer_config.json copied from
-brick-tiny (8192 tokens; vocab_size is 32000 so the tokenizer fits). The weights are drawn from a
+length, JSON header, raw tensor bytes), and tokenizer.json / tokenizer_config.json from brick-tiny
+(8192 tokens), its vocabulary padded with tokens "▁tok<id>" up to vocab_size: like a real checkpoint,
+every id the model can sample decodes to text, so streamed pieces (one per token that became text)
+time each token. The weights are drawn from a
 fixed seed, so every run writes the same bytes.
 
 The default shape is a ~345M-parameter Llama (hidden 1024, 24 layers, 16 heads, 8 KV heads, head_dim
@@ -29,7 +31,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TOKENIZER_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "models", "brick-tiny"))
 # Bump when the bytes this script writes change, so run_cpu_bench.sh regenerates stale models.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: tokenizer vocabulary padded to vocab_size
 
 
 def llama_config(a):
@@ -150,11 +152,18 @@ def main():
         src = os.path.join(a.tokenizer_dir, fn)
         if not os.path.exists(src):
             sys.exit(f"make_random_model.py: {src} not found (pass --tokenizer-dir)")
-        shutil.copyfile(src, os.path.join(a.out, fn))
+    shutil.copyfile(os.path.join(a.tokenizer_dir, "tokenizer_config.json"), os.path.join(a.out, "tokenizer_config.json"))
     with open(os.path.join(a.tokenizer_dir, "tokenizer.json")) as f:
-        tok_vocab = len(json.load(f)["model"]["vocab"])
+        tok = json.load(f)
+    vocab = tok["model"]["vocab"]
+    tok_vocab = len(vocab)
     if tok_vocab > a.vocab:
         sys.exit(f"make_random_model.py: the tokenizer has {tok_vocab} tokens, more than --vocab {a.vocab}")
+    # Padding tokens no merge produces (encoding is unchanged) but that decode like words.
+    for i in range(tok_vocab, a.vocab):
+        vocab[f"\u2581tok{i}"] = i
+    with open(os.path.join(a.out, "tokenizer.json"), "w") as f:
+        json.dump(tok, f, ensure_ascii=False)
     # What run_cpu_bench.sh checks before reusing a directory.
     stamp = {"generator_version": GENERATOR_VERSION, "seed": a.seed, "dtype": a.dtype, "params": params,
              "weight_bytes": offset, "std": a.std, "config": cfg}
