@@ -1,12 +1,14 @@
-// Overload and shutdown through the real server, each test with its own `brickserve serve`: a flood
+// Load and shutdown through the real server, each test with its own `brickserve serve`: a flood
 // beyond the queue bound is refused at once with RESOURCE_EXHAUSTED while the accepted calls
-// complete, and a SIGTERM whose grace period is too short ends the calls still in flight with
-// UNAVAILABLE and a message saying why, after which the process still exits 0.
+// complete; a small KV pool preempts and a shared prefix is reused, visible in Usage and
+// GetServerStats, with outputs unchanged; and a SIGTERM whose grace period is too short ends the
+// calls still in flight with UNAVAILABLE and a message saying why, after which the process exits 0.
 #include <signal.h>
 
 #include <atomic>
 #include <latch>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -60,6 +62,13 @@ std::vector<StreamOutcome> Flood(v1::InferenceService::Stub* stub, int n, int ma
   return outcomes;
 }
 
+v1::GetServerStatsResponse ServerStats(v1::InferenceService::Stub* stub) {
+  v1::GetServerStatsResponse stats;
+  auto context = Context();
+  EXPECT_TRUE(stub->GetServerStats(context.get(), v1::GetServerStatsRequest(), &stats).ok());
+  return stats;
+}
+
 class AdmissionE2E : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -96,11 +105,89 @@ TEST_F(AdmissionE2E, FloodBeyondTheQueueIsResourceExhaustedAndAcceptedCallsCompl
   }
   EXPECT_GT(refused, 0);
   EXPECT_GE(accepted, 2);
+  // A call is counted when the server frees it, just after its last message: wait for that.
   v1::GetServerStatsResponse stats;
-  auto context = Context();
-  ASSERT_TRUE(stub->GetServerStats(context.get(), v1::GetServerStatsRequest(), &stats).ok());
+  EXPECT_TRUE(Eventually([&] {
+    stats = ServerStats(stub.get());
+    return stats.active_requests() == 0;
+  }));
   EXPECT_EQ(stats.rejected_requests(), refused);
   EXPECT_EQ(stats.completed_requests(), accepted);
+  EXPECT_EQ(server->Stop(20s), 0);
+}
+
+// A 128-token KV pool (8 blocks of 16) and eight concurrent greedy requests of 40 + 80 tokens: they
+// cannot all grow at once, so some are preempted and recomputed, and every output still equals
+// the one the request gets alone. A repeated 72-token prompt reuses its first 64 tokens' blocks.
+TEST_F(AdmissionE2E, PreemptionAndPrefixReuseShowInUsageWithOutputsUnchanged) {
+  auto server = Start({"--kv-cache-tokens", "128", "--max-running-requests", "8"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::InferenceService::NewStub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  std::mt19937 rng(std::random_device{}());
+  auto request = [&](int prompt_tokens, int new_tokens) {
+    v1::GenerateRequest r;
+    for (int i = 0; i < prompt_tokens; ++i) r.mutable_token_ids()->add_ids(3 + static_cast<int>(rng() % 8000));
+    r.set_max_new_tokens(new_tokens);
+    r.set_ignore_eos(true);
+    return r;
+  };
+  auto generate = [&](const v1::GenerateRequest& r, v1::GenerateResponse* out) {
+    auto context = Context();
+    return stub->Generate(context.get(), r, out);
+  };
+  auto ids = [](const v1::GenerateResponse& r) {
+    std::vector<int32_t> v;
+    for (const auto& t : r.tokens()) v.push_back(t.id());
+    return v;
+  };
+
+  const v1::GenerateRequest repeated = request(72, 4);
+  v1::GenerateResponse first, second;
+  ASSERT_TRUE(generate(repeated, &first).ok());
+  ASSERT_TRUE(generate(repeated, &second).ok());
+  EXPECT_EQ(first.usage().cached_prompt_tokens(), 0);
+  EXPECT_EQ(second.usage().cached_prompt_tokens(), 64);
+  EXPECT_EQ(ids(second), ids(first));
+
+  constexpr int kRequests = 8;
+  std::vector<v1::GenerateRequest> requests;
+  std::vector<std::vector<int32_t>> alone;
+  for (int i = 0; i < kRequests; ++i) {
+    requests.push_back(request(40, 80));
+    v1::GenerateResponse out;
+    ASSERT_TRUE(generate(requests.back(), &out).ok());
+    alone.push_back(ids(out));
+  }
+  std::vector<v1::GenerateResponse> together(kRequests);
+  std::vector<grpc::Status> status(kRequests);
+  std::latch go(kRequests);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&, i] {
+      go.arrive_and_wait();
+      status[i] = generate(requests[i], &together[i]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  int preemptions = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(status[i].ok()) << status[i].error_message();
+    EXPECT_EQ(ids(together[i]), alone[i]) << "request " << i << " (preempted "
+                                         << together[i].usage().preemptions() << " times)";
+    preemptions += together[i].usage().preemptions();
+  }
+  EXPECT_GT(preemptions, 0);
+  // The engine lets go of a request's blocks just after its response is written: wait for that.
+  v1::GetServerStatsResponse stats;
+  EXPECT_TRUE(Eventually([&] {
+    stats = ServerStats(stub.get());
+    return stats.active_requests() == 0 && stats.running_requests() == 0;
+  }));
+  EXPECT_EQ(stats.preemptions(), preemptions);
+  EXPECT_GE(stats.prefix_cache_hit_tokens(), 64);
+  EXPECT_EQ(stats.kv_blocks_total(), 8);
+  EXPECT_EQ(stats.kv_blocks_in_use(), 0);
+  EXPECT_EQ(stats.running_requests(), 0);
   EXPECT_EQ(server->Stop(20s), 0);
 }
 
