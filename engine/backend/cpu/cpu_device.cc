@@ -198,8 +198,8 @@ absl::Status CpuDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, cons
   const auto& s = cache.spec;
   const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
   const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
-  float* k_base = cache.storage.data + (static_cast<size_t>(layer) * 2) * slots_total * kv_dim;
-  float* v_base = k_base + slots_total * kv_dim;
+  float* k_base = KvBase(cache, layer, 0);
+  float* v_base = KvBase(cache, layer, 1);
   for (size_t i = 0; i < slots.size(); ++i) {
     if (slots[i] < 0 || static_cast<size_t>(slots[i]) >= slots_total) {
       return absl::OutOfRangeError(absl::StrCat("KV slot ", slots[i], " outside the cache of ", slots_total));
@@ -228,7 +228,7 @@ absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int lay
   return absl::OkStatus();
 }
 
-const float* CpuDevice::KvBase(const KvCache& cache, int layer, int which) {
+float* CpuDevice::KvBase(const KvCache& cache, int layer, int which) {
   const auto& s = cache.spec;
   const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
   const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
