@@ -236,12 +236,7 @@ TEST_F(GenerateE2E, CancellingAStreamStopsGenerationAndFreesTheRequest) {
   context.TryCancel();
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
 
-  v1::GetServerStatsResponse after;
-  ASSERT_TRUE(Eventually([&] {
-    after = Stats();
-    return after.active_requests() == before.active_requests() &&
-           after.cancelled_requests() == before.cancelled_requests() + 1;
-  })) << after.ShortDebugString();
+  const auto after = StatsOnceFreed(before, &v1::GetServerStatsResponse::cancelled_requests);
   EXPECT_EQ(after.completed_requests(), before.completed_requests());
   // It stopped early: far fewer than the 500 tokens asked for.
   EXPECT_LT(after.generated_tokens() - before.generated_tokens(), 500);
@@ -255,12 +250,7 @@ TEST_F(GenerateE2E, StreamPastItsDeadlineIsDeadlineExceededAndFreed) {
   while (reader->Read(&m)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  v1::GetServerStatsResponse after;
-  ASSERT_TRUE(Eventually([&] {
-    after = Stats();
-    return after.active_requests() == before.active_requests() &&
-           after.deadline_exceeded_requests() == before.deadline_exceeded_requests() + 1;
-  })) << after.ShortDebugString();
+  const auto after = StatsOnceFreed(before, &v1::GetServerStatsResponse::deadline_exceeded_requests);
   EXPECT_EQ(after.completed_requests(), before.completed_requests());
   EXPECT_LT(after.generated_tokens() - before.generated_tokens(), 500);
 }
@@ -270,12 +260,7 @@ TEST_F(GenerateE2E, UnaryPastItsDeadlineIsDeadlineExceededAndFreed) {
   v1::GenerateResponse resp;
   auto context = Context(150ms);
   EXPECT_EQ(stub_->Generate(context.get(), LongRequest(), &resp).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  v1::GetServerStatsResponse after;
-  ASSERT_TRUE(Eventually([&] {
-    after = Stats();
-    return after.active_requests() == before.active_requests() &&
-           after.deadline_exceeded_requests() == before.deadline_exceeded_requests() + 1;
-  })) << after.ShortDebugString();
+  const auto after = StatsOnceFreed(before, &v1::GetServerStatsResponse::deadline_exceeded_requests);
   EXPECT_LT(after.generated_tokens() - before.generated_tokens(), 500);
 }
 

@@ -80,6 +80,18 @@ class ServerTest : public ::testing::Test {
     return stats;
   }
 
+  // Waits until the server has freed one more request than in `before` and counted it in
+  // `counter` (e.g. &v1::GetServerStatsResponse::cancelled_requests); returns the stats then.
+  static v1::GetServerStatsResponse StatsOnceFreed(const v1::GetServerStatsResponse& before,
+                                                   int64_t (v1::GetServerStatsResponse::*counter)() const) {
+    v1::GetServerStatsResponse after;
+    EXPECT_TRUE(Eventually([&] {
+      after = Stats();
+      return after.active_requests() == before.active_requests() && (after.*counter)() == (before.*counter)() + 1;
+    })) << after.ShortDebugString();
+    return after;
+  }
+
   static ServerProcess* server_;
   static std::shared_ptr<grpc::Channel>* channel_;
   static v1::InferenceService::Stub* stub_;
