@@ -17,9 +17,10 @@ PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
   libabsl-dev nlohmann-json3-dev libicu-dev libhwy-dev
   libopenblas-dev libopenblas0-pthread
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcivetweb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-torch python3-numpy python3-grpcio python3-protobuf
+  prometheus
 )
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)

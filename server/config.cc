@@ -61,6 +61,13 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
     return absl::InvalidArgumentError(
         absl::StrCat("listen = \"", c->listen(), "\" must be host:port (port 0 picks a free one)"));
   }
+  if (const std::string& m = c->metrics_listen(); !m.empty()) {
+    const size_t mc = m.rfind(':');
+    if (mc == std::string::npos || mc + 1 == m.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("metrics_listen = \"", m, "\" must be host:port (port 0 picks a free one)"));
+    }
+  }
   if (c->device().empty()) c->set_device("cpu");
   for (auto [field, value] : NamedValues{{"threads", c->threads()}, {"max_context", c->max_context()},
                               {"max_batch_tokens", c->max_batch_tokens()}, {"kv_cache_tokens", c->kv_cache_tokens()},

@@ -15,6 +15,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
   server->engine_ = engine;
   ServiceDeps deps{engine, *limits, &server->stats_};
   server->service_ = std::make_unique<InferenceService>(deps);
+  server->metrics_ = std::make_unique<ServerMetrics>(engine, BRICKSERVE_VERSION);
+  if (!config.metrics_listen().empty()) {
+    Server* self = server.get();
+    auto http = HttpEndpoint::Start(config.metrics_listen(), {[self] { return self->metrics_->Scrape(); },
+                                                               [self] { return self->ready(); }});
+    if (!http.ok()) return http.status();
+    server->http_ = *std::move(http);
+  }
 
   // Both are process-wide switches that apply to servers built after them.
   grpc::EnableDefaultHealthCheckService(true);
@@ -26,6 +34,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
   builder.SetMaxReceiveMessageSize(limits->max_request_bytes);
   builder.AddListeningPort(config.listen(), grpc::InsecureServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(server->metrics_->InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen(),
@@ -34,6 +45,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
   const std::string host = config.listen().substr(0, config.listen().rfind(':'));
   server->address_ = absl::StrCat(host, ":", server->port_);
   server->server_->GetHealthCheckService()->SetServingStatus(v1::InferenceService::service_full_name(), true);
+  server->ready_ = true;
   return server;
 }
 
@@ -44,6 +56,7 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   shut_down_ = true;
   if (server_ != nullptr) {
     // NOT_SERVING first, so health-checking load balancers stop sending new calls.
+    ready_ = false;
     server_->GetHealthCheckService()->SetServingStatus(false);
     engine_->StopAccepting();
     const auto deadline = std::chrono::steady_clock::now() + grace;

@@ -2,6 +2,7 @@
 // (grpc.health.v1) and server reflection, on one listening address.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -12,6 +13,8 @@
 #include "grpcpp/server.h"
 #include "server/config.h"
 #include "server/inference_service.h"
+#include "server/metrics/http_endpoint.h"
+#include "server/metrics/server_metrics.h"
 #include "server/request_stats.h"
 
 namespace brickserve {
@@ -25,6 +28,10 @@ class Server {
 
   // The address actually bound: the configured host with the chosen port (port 0 picks one).
   const std::string& address() const { return address_; }
+  // The metrics/health HTTP address actually bound; empty when metrics_listen is not set.
+  std::string metrics_address() const { return http_ ? http_->address() : ""; }
+  // Accepting generations: started and not draining (what /readyz and grpc.health.v1 report).
+  bool ready() const { return ready_.load(); }
   int port() const { return port_; }
   const Limits& limits() const { return limits_; }
 
@@ -43,8 +50,11 @@ class Server {
   int port_ = 0;
   Engine* engine_ = nullptr;
   RequestStats stats_;
+  std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HttpEndpoint> http_;  // last member: destroyed first, before what it reports on
+  std::atomic<bool> ready_{false};
   bool shut_down_ = false;
 };
 

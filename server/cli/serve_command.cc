@@ -70,7 +70,7 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   // FlagSet binds plain variables: start them at the file's values, parse, copy back.
   v1::ServerConfig& c = *config;
   v1::ServerLimits& l = *c.mutable_limits();
-  std::string model = c.model(), listen = c.listen(), device = c.device();
+  std::string model = c.model(), listen = c.listen(), device = c.device(), metrics_listen = c.metrics_listen();
   int threads = c.threads(), max_context = c.max_context(), max_batch = c.max_batch_tokens(),
       kv_tokens = c.kv_cache_tokens(), grace = c.shutdown_grace_s(), max_running = c.max_running_requests(),
       prefill_chunk = c.prefill_chunk_tokens();
@@ -88,6 +88,8 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   flags.String("config", &config_path, "server config, protobuf text format (brickserve.v1.ServerConfig)");
   flags.String("model", &model, "model directory in Hugging Face layout (required)");
   flags.String("listen", &listen, "address host:port; port 0 picks a free port (default 127.0.0.1:50051)");
+  flags.String("metrics-listen", &metrics_listen,
+               "HTTP host:port for /metrics, /healthz, /readyz (port 0 picks one; default: none)");
   flags.String("device", &device, "backend: cpu, cuda or auto (default cpu)");
   flags.Int("threads", &threads, "CPU threads for the engine (0 = all cores)");
   flags.Int("max-context", &max_context, "context length limit in tokens (0 = the model's)");
@@ -115,6 +117,7 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   }
   c.set_model(model);
   c.set_listen(listen);
+  c.set_metrics_listen(metrics_listen);
   c.set_device(device);
   c.set_threads(threads);
   c.set_max_context(max_context);
@@ -166,7 +169,10 @@ int ServeCommand(int argc, char** argv, int first) {
     std::cerr << kCommand << ": " << server.status() << "\n";
     return 1;
   }
-  // The one line on stdout: scripts and tests read the chosen port from it.
+  // The lines on stdout: scripts and tests read the chosen ports from them ("listening on" last).
+  if (!(*server)->metrics_address().empty()) {
+    std::cout << "brickserve: metrics on " << (*server)->metrics_address() << std::endl;
+  }
   std::cout << "brickserve: listening on " << (*server)->address() << std::endl;
 
   const int signal_number = WaitForStopSignal();

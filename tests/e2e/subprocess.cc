@@ -145,6 +145,11 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const std::s
     const size_t eol = at == std::string::npos ? std::string::npos : out.find('\n', at);
     if (eol != std::string::npos) {
       server->address_ = out.substr(at + marker.size(), eol - at - marker.size());
+      const std::string metrics_marker = "brickserve: metrics on ";
+      if (const size_t m = out.find(metrics_marker); m != std::string::npos && m < at) {
+        const size_t m_eol = out.find('\n', m);
+        server->metrics_address_ = out.substr(m + metrics_marker.size(), m_eol - m - metrics_marker.size());
+      }
       return server;
     }
   }

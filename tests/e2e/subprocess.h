@@ -32,6 +32,8 @@ class ServerProcess {
   ~ServerProcess();
 
   const std::string& address() const { return address_; }
+  // The /metrics HTTP address, when the server was started with --metrics-listen.
+  const std::string& metrics_address() const { return metrics_address_; }
   pid_t pid() const { return pid_; }
 
   // SIGTERM, then SIGKILL if it has not exited within `timeout`. Returns the exit code (128 +
@@ -45,6 +47,7 @@ class ServerProcess {
   int out_fd_;
   int exit_code_ = -1;
   std::string address_;
+  std::string metrics_address_;
 };
 
 }  // namespace brickserve::testing

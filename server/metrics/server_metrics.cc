@@ -1,0 +1,178 @@
+#include "server/metrics/server_metrics.h"
+
+#include <chrono>
+
+#include "server/metrics/text_serializer.h"
+
+namespace brickserve {
+namespace {
+
+using metrics::ClientMetric;
+using metrics::MetricFamily;
+using metrics::MetricType;
+
+// gRPC's canonical code names, as grpc-go and grpc-java export them in their metrics.
+const char* CodeName(grpc::StatusCode code) {
+  static const char* kNames[] = {"OK",
+                                 "CANCELLED",
+                                 "UNKNOWN",
+                                 "INVALID_ARGUMENT",
+                                 "DEADLINE_EXCEEDED",
+                                 "NOT_FOUND",
+                                 "ALREADY_EXISTS",
+                                 "PERMISSION_DENIED",
+                                 "RESOURCE_EXHAUSTED",
+                                 "FAILED_PRECONDITION",
+                                 "ABORTED",
+                                 "OUT_OF_RANGE",
+                                 "UNIMPLEMENTED",
+                                 "INTERNAL",
+                                 "UNAVAILABLE",
+                                 "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < static_cast<int>(std::size(kNames)) ? kNames[i] : "UNKNOWN";
+}
+
+// Call durations: unary calls take milliseconds, streamed generations up to many minutes.
+const metrics::Histogram::BucketBoundaries& RpcBuckets() {
+  static const auto* b = new metrics::Histogram::BucketBoundaries{
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640};
+  return *b;
+}
+
+MetricFamily Single(std::string name, std::string help, MetricType type, double value) {
+  ClientMetric m;
+  m.value = value;
+  return {std::move(name), std::move(help), type, {m}};
+}
+
+MetricFamily FromLatency(std::string name, std::string help, const LatencyHistogram::Snapshot& s) {
+  ClientMetric m;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < s.counts.size(); ++i) {
+    cumulative += s.counts[i];
+    m.buckets.emplace_back(i < LatencyHistogram::kBounds.size() ? LatencyHistogram::kBounds[i] : INFINITY,
+                           cumulative);
+  }
+  m.sample_count = s.count;
+  m.sample_sum = s.sum;
+  return {std::move(name), std::move(help), MetricType::kHistogram, {m}};
+}
+
+class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
+ public:
+  RpcMetricsInterceptor(ServerMetrics* metrics, const char* method)
+      : metrics_(metrics), method_(method != nullptr ? method : "unknown"), start_(std::chrono::steady_clock::now()) {}
+  ~RpcMetricsInterceptor() override {
+    // A call that ended without sending a status (the client went away first).
+    if (!recorded_) metrics_->RecordRpc(method_, grpc::StatusCode::CANCELLED, Elapsed());
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      metrics_->RecordRpc(method_, methods->GetSendStatus().error_code(), Elapsed());
+      recorded_ = true;
+    }
+    methods->Proceed();
+  }
+
+ private:
+  double Elapsed() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  ServerMetrics* metrics_;
+  std::string method_;
+  std::chrono::steady_clock::time_point start_;
+  bool recorded_ = false;
+};
+
+class RpcMetricsFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit RpcMetricsFactory(ServerMetrics* metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override {
+    return new RpcMetricsInterceptor(metrics_, info->method());
+  }
+
+ private:
+  ServerMetrics* metrics_;
+};
+
+}  // namespace
+
+ServerMetrics::ServerMetrics(const Engine* engine, const std::string& version) : engine_(engine) {
+  rpcs_ = &metrics::BuildCounter()
+               .Name("brickserve_grpc_requests_total")
+               .Help("gRPC calls finished, by full method name and status code.")
+               .Register(registry_);
+  rpc_seconds_ = &metrics::BuildHistogram()
+                      .Name("brickserve_grpc_request_duration_seconds")
+                      .Help("gRPC call duration from arrival to status, by method (a generation's end-to-end latency).")
+                      .Register(registry_);
+  const EngineInfo& info = engine->info();
+  metrics::BuildGauge()
+      .Name("brickserve_build_info")
+      .Help("Always 1; the labels say which build serves which model on which device.")
+      .Register(registry_)
+      .Add({{"version", version}, {"architecture", info.architecture}, {"device", info.device}})
+      .Set(1);
+  const double start = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  metrics::BuildGauge()
+      .Name("process_start_time_seconds")
+      .Help("Start time of the process since the Unix epoch in seconds.")
+      .Register(registry_)
+      .Add({})
+      .Set(start);
+  registry_.AddCollector([this] { return CollectEngine(); });
+}
+
+void ServerMetrics::RecordRpc(const std::string& method, grpc::StatusCode code, double seconds) {
+  rpcs_->Add({{"method", method}, {"code", CodeName(code)}}).Increment();
+  rpc_seconds_->Add({{"method", method}}, RpcBuckets()).Observe(seconds);
+}
+
+std::string ServerMetrics::Scrape() const { return metrics::SerializeText(registry_.Collect()); }
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> ServerMetrics::InterceptorFactory() {
+  return std::make_unique<RpcMetricsFactory>(this);
+}
+
+std::vector<MetricFamily> ServerMetrics::CollectEngine() const {
+  const EngineStats s = engine_->Stats();
+  constexpr auto kG = MetricType::kGauge;
+  constexpr auto kC = MetricType::kCounter;
+  auto d = [](auto v) { return static_cast<double>(v); };
+  return {
+      Single("brickserve_queued_requests", "Requests waiting for the scheduler.", kG, d(s.queued_requests)),
+      Single("brickserve_queued_prompt_tokens", "Prompt tokens of the waiting requests.", kG,
+             d(s.queued_prompt_tokens)),
+      Single("brickserve_running_requests", "Requests in the running batch.", kG, d(s.running_requests)),
+      Single("brickserve_kv_cache_blocks_capacity", "KV cache blocks in the pool.", kG, d(s.kv_blocks_total)),
+      Single("brickserve_kv_cache_blocks_used", "KV cache blocks referenced by running requests.", kG,
+             d(s.kv_blocks_in_use)),
+      Single("brickserve_kv_cache_blocks_cached", "KV cache blocks holding reusable prompt-prefix KV.", kG,
+             d(s.kv_blocks_cached)),
+      Single("brickserve_kv_cache_block_size_tokens", "Tokens per KV cache block.", kG, d(s.kv_block_size)),
+      Single("brickserve_requests_admitted_total", "Requests that entered the running batch.", kC,
+             d(s.requests_admitted)),
+      Single("brickserve_requests_rejected_total", "Requests the scheduler refused (queue full, draining).", kC,
+             d(s.requests_rejected)),
+      Single("brickserve_preemptions_total", "Requests preempted when the KV pool ran dry (recomputed later).", kC,
+             d(s.preemptions)),
+      Single("brickserve_prompt_tokens_total", "Prompt tokens of admitted requests.", kC, d(s.prompt_tokens)),
+      Single("brickserve_prefix_cache_hit_tokens_total", "Prompt tokens whose KV came from the prefix cache.", kC,
+             d(s.prefix_cache_hit_tokens)),
+      Single("brickserve_prefill_tokens_total", "Tokens run through the model to fill the KV cache.", kC,
+             d(s.prefill_tokens)),
+      Single("brickserve_generation_tokens_total", "Tokens generated.", kC, d(s.generated_tokens)),
+      Single("brickserve_engine_steps_total", "Forward steps of the scheduler.", kC, d(s.steps)),
+      FromLatency("brickserve_time_to_first_token_seconds", "Time from submission to the first generated token.",
+                  s.time_to_first_token),
+      FromLatency("brickserve_inter_token_latency_seconds", "Time between consecutive generated tokens.",
+                  s.inter_token_latency),
+      FromLatency("brickserve_request_queue_time_seconds", "Time from submission to first admission.",
+                  s.queue_time),
+  };
+}
+
+}  // namespace brickserve
