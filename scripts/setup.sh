@@ -19,7 +19,7 @@ PACKAGES=(
   libopenblas-dev libopenblas0-pthread
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcivetweb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy python3-grpcio python3-protobuf
+  python3-torch python3-numpy python3-grpcio python3-protobuf python3-yaml
   prometheus
 )
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
