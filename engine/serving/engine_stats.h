@@ -11,9 +11,10 @@ namespace brickserve {
 // A fixed-bucket latency histogram in the Prometheus style (cumulative at export time).
 class LatencyHistogram {
  public:
-  // Upper bounds in seconds; the last bucket is +Inf.
-  static constexpr std::array<double, 14> kBounds = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25,
-                                                     0.5,   0.75, 1.0,   2.5,  5.0,   10.0, 30.0};
+  // Upper bounds in seconds; the last bucket is +Inf. Token gaps are milliseconds; a first token
+  // behind a long queue on a CPU can take minutes (vLLM's buckets reach similar ranges).
+  static constexpr std::array<double, 17> kBounds = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+                                                     1.0,   2.5,  5.0,   10.0, 30.0,  60.0, 120.0, 300.0};
   struct Snapshot {
     std::array<uint64_t, kBounds.size() + 1> counts{};  // per bucket, not cumulative; last = +Inf
     uint64_t count = 0;
