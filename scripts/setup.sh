@@ -4,6 +4,7 @@
 #   scripts/setup.sh                 install (as root or via sudo) and build into ./build
 #   SKIP_APT=1 scripts/setup.sh      build only
 #   BUILD_DIR=/path scripts/setup.sh build elsewhere
+#   SKIP_TEST_DEPS=1 scripts/setup.sh  only what building and running need (the Docker images)
 #
 # The Dockerfile runs this same script, so the image and a developer machine build alike.
 set -euo pipefail
@@ -18,12 +19,16 @@ PACKAGES=(
   libabsl-dev nlohmann-json3-dev libicu-dev libhwy-dev
   libopenblas-dev libopenblas0-pthread
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcivetweb-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy python3-grpcio python3-protobuf python3-yaml
-  prometheus
 )
-command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
-command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+if [[ "${SKIP_TEST_DEPS:-0}" != "1" ]]; then
+  PACKAGES+=(
+    libgtest-dev libgmock-dev libbenchmark-dev
+    python3-torch python3-numpy python3-grpcio python3-protobuf python3-yaml
+    prometheus
+  )
+  command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
+  command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+fi
 
 if [[ "${SKIP_APT:-0}" != "1" ]]; then
   SUDO=""
