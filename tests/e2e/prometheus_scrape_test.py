@@ -10,7 +10,6 @@ Run by ctest (prometheus_scrape_e2e); exit code 77 means skipped (no model, no p
 import argparse
 import json
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -20,27 +19,9 @@ import time
 import urllib.parse
 import urllib.request
 
+from serve_process import start_server, stop_server
+
 SKIP = 77
-
-
-def start_brickserve(binary, model_dir, timeout_s=120):
-    """Returns (process, grpc address, metrics address) once the server prints them."""
-    proc = subprocess.Popen([binary, "serve", "--model", model_dir, "--listen", "127.0.0.1:0",
-                             "--metrics-listen", "127.0.0.1:0"], stdout=subprocess.PIPE)
-    deadline = time.monotonic() + timeout_s
-    out = b""
-    while time.monotonic() < deadline and b"brickserve: listening on " not in out.rpartition(b"\n")[0]:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 1024)
-            if not chunk:
-                raise RuntimeError("brickserve serve exited with %s before listening" % proc.wait())
-            out += chunk
-    lines = {l.split(b" on ")[0]: l.split(b" on ")[1].decode() for l in out.split(b"\n") if b" on " in l}
-    if b"brickserve: listening" not in lines or b"brickserve: metrics" not in lines:
-        proc.kill()
-        raise RuntimeError("brickserve did not print its addresses; stdout: %r" % out)
-    return proc, lines[b"brickserve: listening"], lines[b"brickserve: metrics"]
 
 
 def free_port():
@@ -61,15 +42,6 @@ def query(prom, expr):
     return float(result[0]["value"][1]) if len(result) == 1 else None
 
 
-def stop(proc):
-    proc.terminate()
-    try:
-        return proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--binary", required=True)
@@ -84,7 +56,9 @@ def main():
         return SKIP
 
     work = tempfile.mkdtemp(prefix="brickserve-prom-")
-    server, grpc_address, metrics_address = start_brickserve(a.binary, a.model_dir)
+    server, addresses = start_server(a.binary, ["--model", a.model_dir, "--listen", "127.0.0.1:0",
+                                                "--metrics-listen", "127.0.0.1:0"])
+    grpc_address, metrics_address = addresses["listening"], addresses["metrics"]
     prom_proc = None
     try:
         with open(os.path.join(work, "prometheus.yml"), "w") as f:
@@ -122,8 +96,8 @@ def main():
         return 1
     finally:
         if prom_proc is not None:
-            stop(prom_proc)
-        code = stop(server)
+            stop_server(prom_proc)  # any process: SIGTERM, then SIGKILL
+        code = stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
         if code != 0:
             print("brickserve exited with %d" % code)

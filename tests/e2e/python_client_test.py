@@ -8,11 +8,11 @@ Run by ctest (python_client_e2e); exit code 77 means skipped. By hand:
 import argparse
 import json
 import os
-import select
-import subprocess
 import sys
 import time
 import unittest
+
+from serve_process import start_server, stop_server
 
 SKIP = 77
 ARGS = None
@@ -26,37 +26,6 @@ def parse_args():
     return p.parse_known_args()
 
 
-def start_server(binary, args, timeout_s=120):
-    """Starts `brickserve serve` and returns (process, address) once it prints its address."""
-    proc = subprocess.Popen([binary, "serve"] + args, stdout=subprocess.PIPE)
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            continue
-        chunk = os.read(proc.stdout.fileno(), 1024)
-        if not chunk:
-            raise RuntimeError("brickserve serve exited with %s before listening" % proc.wait())
-        line += chunk
-        marker = b"brickserve: listening on "
-        if marker in line and b"\n" in line[line.index(marker):]:
-            rest = line[line.index(marker) + len(marker):]
-            return proc, rest[:rest.index(b"\n")].decode()
-    proc.kill()
-    proc.wait()
-    raise RuntimeError("brickserve serve did not print its address within %d s" % timeout_s)
-
-
-def stop_server(proc):
-    proc.terminate()
-    try:
-        return proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
 class PythonClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -66,7 +35,8 @@ class PythonClientTest(unittest.TestCase):
         from grpc_clients import health_v1_pb2, health_v1_pb2_grpc
         cls.grpc, cls.pb = grpc, pb
         cls.health_pb2, cls.health_grpc = health_v1_pb2, health_v1_pb2_grpc
-        cls.proc, cls.address = start_server(ARGS.binary, ["--model", ARGS.model_dir, "--listen", "127.0.0.1:0"])
+        cls.proc, addresses = start_server(ARGS.binary, ["--model", ARGS.model_dir, "--listen", "127.0.0.1:0"])
+        cls.address = addresses["listening"]
         cls.channel = grpc.insecure_channel(cls.address)
         try:
             grpc.channel_ready_future(cls.channel).result(timeout=30)
