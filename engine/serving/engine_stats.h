@@ -13,8 +13,9 @@ class LatencyHistogram {
  public:
   // Upper bounds in seconds; the last bucket is +Inf. Token gaps are milliseconds; a first token
   // behind a long queue on a CPU can take minutes (vLLM's buckets reach similar ranges).
-  static constexpr std::array<double, 17> kBounds = {0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
-                                                     1.0,   2.5,  5.0,   10.0, 30.0,  60.0, 120.0, 300.0};
+  static constexpr std::array<double, 19> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075,
+                                                     0.1,   0.25,   0.5,   0.75, 1.0,   2.5,  5.0,
+                                                     10.0,  30.0,   60.0,  120.0, 300.0};
   struct Snapshot {
     std::array<uint64_t, kBounds.size() + 1> counts{};  // per bucket, not cumulative; last = +Inf
     uint64_t count = 0;
@@ -53,6 +54,7 @@ struct EngineStats {
   LatencyHistogram::Snapshot time_to_first_token;
   LatencyHistogram::Snapshot inter_token_latency;  // time per output token after the first
   LatencyHistogram::Snapshot queue_time;           // submission to first admission
+  LatencyHistogram::Snapshot step_time;            // one forward step of the running batch
 };
 
 }  // namespace brickserve

@@ -122,6 +122,7 @@ EngineStats Scheduler::Stats() const {
   s.time_to_first_token = ttft_.Get();
   s.inter_token_latency = itl_.Get();
   s.queue_time = queue_time_.Get();
+  s.step_time = step_time_.Get();
   return s;
 }
 
@@ -325,7 +326,9 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
                       s.blocks, last ? LogitRows::kLast : LogitRows::kNone});
   }
   std::vector<float> logits;
+  const Clock::time_point start = Clock::now();
   if (absl::Status st = model_->Forward(inputs, *cache_, &logits); !st.ok()) return st;
+  step_time_.Observe(Seconds(Clock::now() - start));
   const size_t V = static_cast<size_t>(model_->config().vocab_size);
   size_t row = 0;
   uint64_t prefill = 0, generated = 0;

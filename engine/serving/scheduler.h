@@ -122,7 +122,7 @@ class Scheduler {
 
   mutable std::mutex stats_mu_;
   EngineStats stats_;                // counters and gauges, guarded by stats_mu_
-  LatencyHistogram ttft_, itl_, queue_time_;
+  LatencyHistogram ttft_, itl_, queue_time_, step_time_;
 
   std::thread thread_;
 };

@@ -172,6 +172,8 @@ std::vector<MetricFamily> ServerMetrics::CollectEngine() const {
                   s.inter_token_latency),
       FromLatency("brickserve_request_queue_time_seconds", "Time from submission to first admission.",
                   s.queue_time),
+      FromLatency("brickserve_engine_step_seconds", "Duration of one forward step of the running batch.",
+                  s.step_time),
   };
 }
 

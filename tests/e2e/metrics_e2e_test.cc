@@ -111,6 +111,9 @@ TEST_F(MetricsE2E, CountersMoveWithCallsAndPromtoolAcceptsTheOutput) {
   EXPECT_EQ(Sample(after.body, "brickserve_grpc_request_duration_seconds_count{method=\"/brickserve.v1.InferenceService/"
                                "Generate\"}"), 3);
   EXPECT_GT(Sample(after.body, "brickserve_kv_cache_blocks_capacity"), 0);
+  EXPECT_GT(Sample(after.body, "brickserve_engine_steps_total"), 0);
+  EXPECT_EQ(Sample(after.body, "brickserve_engine_step_seconds_count"),
+            Sample(after.body, "brickserve_engine_steps_total"));
   EXPECT_THAT(after.body, HasSubstr("brickserve_build_info{architecture=\"LlamaForCausalLM\""));
 
   if (std::system("command -v promtool > /dev/null 2>&1") != 0) {
