@@ -7,8 +7,6 @@
 namespace brickserve {
 namespace {
 
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
 // Scheduling order: higher priority first, then earlier submission (ids grow with submission).
 bool Before(const Sequence& a, const Sequence& b) {
   if (a.priority() != b.priority()) return a.priority() > b.priority();

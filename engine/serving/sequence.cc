@@ -3,11 +3,6 @@
 #include <algorithm>
 
 namespace brickserve {
-namespace {
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-}  // namespace
 
 Sequence::Sequence(uint64_t id, GenerationRequest request, SubmitOptions options, StreamCallback on_piece,
                    DoneCallback on_done, const Tokenizer& tokenizer, const std::vector<int32_t>& eos_ids,

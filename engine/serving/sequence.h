@@ -28,6 +28,7 @@ struct SubmitOptions {
 using DoneCallback = std::function<void(absl::StatusOr<GenerationResult>)>;
 
 using Clock = std::chrono::steady_clock;
+inline double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 class Sequence {
  public:
