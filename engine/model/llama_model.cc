@@ -138,7 +138,9 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
     attn_seqs.push_back({static_cast<int32_t>(ids.size()), n, s.start_pos + n, s.block_table});
     for (int32_t i = 0; i < n; ++i) {
       const int32_t pos = s.start_pos + i;
-      if (s.logits == LogitRows::kAll || (s.logits == LogitRows::kLast && i == n - 1)) logit_rows.push_back(static_cast<int32_t>(ids.size()));
+      if (s.logits == LogitRows::kAll || (s.logits == LogitRows::kLast && i == n - 1)) {
+        logit_rows.push_back(static_cast<int32_t>(ids.size()));
+      }
       ids.push_back(s.tokens[i]);
       positions.push_back(pos);
       slots.push_back(s.block_table[pos / bs] * bs + pos % bs);
