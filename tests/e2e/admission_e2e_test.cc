@@ -69,11 +69,8 @@ v1::GetServerStatsResponse ServerStats(v1::InferenceService::Stub* stub) {
   return stats;
 }
 
-class AdmissionE2E : public ::testing::Test {
+class AdmissionE2E : public NeedsModelTest {
  protected:
-  void SetUp() override {
-    if (!HaveModel()) GTEST_SKIP() << "brick-tiny not found at " << kModelDir << " (../shared next to the checkout); skipping";
-  }
   std::unique_ptr<ServerProcess> Start(const std::vector<std::string>& extra) {
     std::vector<std::string> args = {"--model", kModelDir, "--listen", "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());

@@ -52,10 +52,11 @@ double Sample(const std::string& body, const std::string& series) {
   return std::strtod(body.c_str() + at + key.size() - 1, nullptr);
 }
 
-class MetricsE2E : public ::testing::Test {
+class MetricsE2E : public NeedsModelTest {
  protected:
   void SetUp() override {
-    if (!HaveModel()) GTEST_SKIP() << "brick-tiny not found at " << kModelDir << " (../shared next to the checkout); skipping";
+    NeedsModelTest::SetUp();
+    if (IsSkipped()) return;
     auto server = ServerProcess::Start(BRICKSERVE_BINARY, {"--model", kModelDir, "--listen", "127.0.0.1:0",
                                                            "--metrics-listen", "127.0.0.1:0"}, 120s);
     ASSERT_TRUE(server.ok()) << server.status();

@@ -19,6 +19,14 @@ namespace brickserve::testing {
 inline const std::string kModelDir = std::string(BRICKSERVE_SHARED_DIR) + "/models/brick-tiny";
 inline bool HaveModel() { return std::filesystem::exists(kModelDir + "/reference/greedy.json"); }
 
+// Tests that need brick-tiny skip, saying where it was looked for, when it is absent.
+class NeedsModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveModel()) GTEST_SKIP() << "brick-tiny not found at " << kModelDir << " (../shared next to the checkout); skipping";
+  }
+};
+
 // A client context with a deadline, so that no call of a test can hang.
 inline std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -36,7 +44,7 @@ inline bool Eventually(const std::function<bool()>& done, std::chrono::milliseco
   return true;
 }
 
-class ServerTest : public ::testing::Test {
+class ServerTest : public NeedsModelTest {
  protected:
   static void SetUpTestSuite() {
     if (!HaveModel()) return;
@@ -68,7 +76,8 @@ class ServerTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    if (!HaveModel()) GTEST_SKIP() << "brick-tiny not found at " << kModelDir << " (../shared next to the checkout); skipping";
+    NeedsModelTest::SetUp();
+    if (IsSkipped()) return;
     ASSERT_EQ(start_error_, nullptr) << *start_error_;
   }
 
