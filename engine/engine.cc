@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <future>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "engine/util/status_macros.h"
 
@@ -120,12 +121,17 @@ absl::Status Engine::Validate(const GenerationRequest& r) const {
                                                      config_.vocab_size, ")"));
     }
   }
+  BS_RETURN_IF_ERROR(ValidateLoraUses(r.loras, config_));
   return ValidateSamplingParams(r.sampling, config_.vocab_size);
 }
 
 absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, SubmitOptions options, StreamCallback on_piece,
                                         DoneCallback on_done) {
   BS_RETURN_IF_ERROR(Validate(request));
+  // Adapters change the KV, so prompts share cached KV only under the same adapters and weights.
+  for (const LoraUse& u : request.loras) {
+    options.prefix_namespace = absl::HashOf(options.prefix_namespace, u.adapter->id, u.weight);
+  }
   return scheduler_->Submit(std::move(request), std::move(options), std::move(on_piece), std::move(on_done));
 }
 

@@ -57,6 +57,8 @@ class Engine {
   const ModelConfig& config() const { return config_; }
   const EngineInfo& info() const { return info_; }
   int max_context() const { return max_context_; }
+  // The device, for bricks to upload their weights to (UploadWeight may run beside a forward step).
+  Device* device() const { return device_.get(); }
 
   // Checks a request against the model's limits (INVALID_ARGUMENT naming field and limit).
   absl::Status Validate(const GenerationRequest& request) const;

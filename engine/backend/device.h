@@ -78,6 +78,17 @@ struct AttentionParams {
   float scale = 1.0f;
 };
 
+// One adapter's share of a LoRA product (the SGMV/BGMV shape of Punica and S-LoRA): the batch rows
+// that use the adapter, gathered so the adapter's matrices are read once for all of them.
+// y[rows[i], :] += scale * row_weights[i] * b · (a · x[rows[i], :]).
+struct LoraSegment {
+  const Weight* a = nullptr;  // [rank, in]
+  const Weight* b = nullptr;  // [out, rank]
+  float scale = 1.0f;         // lora_alpha / r (or / sqrt(r) with rsLoRA)
+  std::span<const int32_t> rows;
+  std::span<const float> row_weights;  // each request's weight for this adapter
+};
+
 class Device {
  public:
   virtual ~Device() = default;
@@ -85,6 +96,7 @@ class Device {
 
   // --- memory ---
   // Makes a weight usable by the ops. A backend may use host memory in place (CPU) or copy it.
+  // Thread-safe against running ops: bricks are uploaded while the model serves.
   virtual absl::StatusOr<Weight> UploadWeight(const HostTensor& tensor) = 0;
   virtual absl::StatusOr<Buffer> AllocBuffer(size_t elements) = 0;
   virtual absl::StatusOr<KvCache> AllocKvCache(const KvCacheSpec& spec) = 0;
@@ -113,6 +125,9 @@ class Device {
                                  Buffer& out) = 0;
   // out[:n] = silu(gate[:n]) * up[:n]   (out may alias gate)
   virtual absl::Status SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) = 0;
+  // Adds each segment's low-rank product to the rows of y ([rows, out]) it names; x is [rows, in].
+  // Segments are applied in order; a row may appear in several (a request combining adapters).
+  virtual absl::Status AddLora(const Buffer& x, std::span<const LoraSegment> segments, Buffer& y) = 0;
   // x[:n] += y[:n]
   virtual absl::Status Add(Buffer& x, const Buffer& y, size_t n) = 0;
   // Copies `n` floats from src[src_offset..] to dst[dst_offset..] on the device.

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/lora.h"
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/sampling_params.h"
 
@@ -21,6 +22,8 @@ struct GenerationRequest {
   bool logprobs = false;   // log-probability of each generated token
   int top_logprobs = 0;    // also the n most likely alternatives per generated token
   bool skip_special_tokens = true;
+  // LoRA adapters to apply, in order, each with its weight. The request holds them until it ends.
+  std::vector<LoraUse> loras;
 };
 
 enum class FinishReason {

@@ -119,12 +119,20 @@ absl::Status LlamaModel::AllocateWorkspace() {
   return absl::OkStatus();
 }
 
+absl::Status LlamaModel::ApplyLora(int layer, LoraTarget t, const Buffer& x, Buffer& y) {
+  if (lora_batch_.empty()) return absl::OkStatus();
+  lora_batch_.Segments(layer, t, &lora_segments_);
+  if (lora_segments_.empty()) return absl::OkStatus();
+  return device_->AddLora(x, lora_segments_, y);
+}
+
 absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits) {
   const auto& c = config_;
   const auto& W = *weights_;
   const int bs = cache.spec.block_size;
   std::vector<int32_t> ids, positions, slots, logit_rows;
   std::vector<AttentionSeq> attn_seqs;
+  lora_batch_.Clear();
   for (const auto& s : batch) {
     const int32_t n = static_cast<int32_t>(s.tokens.size());
     if (n == 0) return absl::InvalidArgumentError("Forward: a sequence has no tokens");
@@ -136,6 +144,10 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
       return absl::InvalidArgumentError("Forward: block table too short for the sequence");
     }
     attn_seqs.push_back({static_cast<int32_t>(ids.size()), n, s.start_pos + n, s.block_table});
+    if (!s.loras.empty()) {
+      BS_RETURN_IF_ERROR(ValidateLoraUses(s.loras, c));
+      lora_batch_.Add(static_cast<int32_t>(ids.size()), n, s.loras);
+    }
     for (int32_t i = 0; i < n; ++i) {
       const int32_t pos = s.start_pos + i;
       if (s.logits == LogitRows::kAll || (s.logits == LogitRows::kLast && i == n - 1)) {
@@ -164,18 +176,25 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
     BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.q, c.qkv_bias ? &L.q_bias : nullptr, q_));
     BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.k, c.qkv_bias ? &L.k_bias : nullptr, k_));
     BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.v, c.qkv_bias ? &L.v_bias : nullptr, v_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kQ, normed_, q_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kK, normed_, k_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kV, normed_, v_));
     BS_RETURN_IF_ERROR(d.Rope(q_, rows, c.num_heads, c.head_dim, positions, W.rope_inv_freq));
     BS_RETURN_IF_ERROR(d.Rope(k_, rows, c.num_kv_heads, c.head_dim, positions, W.rope_inv_freq));
     BS_RETURN_IF_ERROR(d.WriteKv(cache, l, k_, v_, slots));
     BS_RETURN_IF_ERROR(d.Attention(q_, cache, l, attn_seqs, ap, attn_));
     BS_RETURN_IF_ERROR(d.MatMul(attn_, rows, L.o, nullptr, proj_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kO, attn_, proj_));
     BS_RETURN_IF_ERROR(d.Add(hidden_, proj_, n_hidden));
     // SwiGLU feed-forward block.
     BS_RETURN_IF_ERROR(d.RmsNorm(hidden_, L.post_attention_norm, rows, eps, normed_));
     BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.gate, nullptr, gate_));
     BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.up, nullptr, up_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kGate, normed_, gate_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kUp, normed_, up_));
     BS_RETURN_IF_ERROR(d.SwiGlu(gate_, up_, static_cast<size_t>(rows) * c.intermediate_size, gate_));
     BS_RETURN_IF_ERROR(d.MatMul(gate_, rows, L.down, nullptr, proj_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kDown, gate_, proj_));
     BS_RETURN_IF_ERROR(d.Add(hidden_, proj_, n_hidden));
   }
   // Only the rows that need logits go through the final norm and the (large) LM head, a bounded

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend/device.h"
 #include "engine/model/config.h"
+#include "engine/model/lora.h"
 
 namespace brickserve {
 
@@ -22,6 +23,7 @@ struct SequenceInput {
   int32_t start_pos = 0;                 // position of tokens[0] = tokens already in the cache
   std::span<const int32_t> block_table;  // KV blocks covering positions [0, start_pos + tokens.size())
   LogitRows logits = LogitRows::kLast;   // kAll for scoring; kNone for a prompt chunk before the last
+  std::span<const LoraUse> loras;        // adapters applied to this sequence's rows, in order
 };
 
 struct LlamaWeights;
@@ -47,6 +49,8 @@ class LlamaModel {
   static constexpr int kLogitRowsPerPass = 32;
   LlamaModel(const ModelConfig& config, Device* device, int max_batch_tokens);
   absl::Status AllocateWorkspace();
+  // y += the LoRA deltas of layer `layer` / projection `t` for the rows that use adapters.
+  absl::Status ApplyLora(int layer, LoraTarget t, const Buffer& x, Buffer& y);
 
   ModelConfig config_;
   Device* device_;
@@ -54,6 +58,8 @@ class LlamaModel {
   size_t weight_bytes_ = 0;
   std::unique_ptr<LlamaWeights> weights_;
   // Activation buffers, sized for max_batch_tokens rows.
+  LoraBatch lora_batch_;  // this step's rows grouped by adapter
+  std::vector<LoraSegment> lora_segments_;
   Buffer hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, logits_rows_, logits_;
 };
 

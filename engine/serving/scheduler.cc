@@ -321,7 +321,7 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
     Sequence& s = *p.seq;
     const bool last = s.num_computed + p.tokens == static_cast<int>(s.tokens().size());
     inputs.push_back({std::span<const int32_t>(s.tokens()).subspan(s.num_computed, p.tokens), s.num_computed,
-                      s.blocks, last ? LogitRows::kLast : LogitRows::kNone});
+                      s.blocks, last ? LogitRows::kLast : LogitRows::kNone, s.loras()});
   }
   std::vector<float> logits;
   const Clock::time_point start = Clock::now();

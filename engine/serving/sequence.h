@@ -40,6 +40,7 @@ class Sequence {
   const SubmitOptions& options() const { return options_; }
   Clock::time_point arrival() const { return arrival_; }
   int prompt_len() const { return static_cast<int>(request_.prompt_ids.size()); }
+  const std::vector<LoraUse>& loras() const { return request_.loras; }
 
   // Prompt then generated tokens. The KV of tokens()[0, num_computed) is in the cache; the rest
   // (the prompt, or after a preemption everything, or the last sampled token) still has to run.

@@ -31,6 +31,7 @@ class CpuDevice final : public Device {
   absl::Status Attention(const Buffer& q, const KvCache& cache, int layer,
                          std::span<const AttentionSeq> seqs, const AttentionParams& p, Buffer& out) override;
   absl::Status SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) override;
+  absl::Status AddLora(const Buffer& x, std::span<const LoraSegment> segments, Buffer& y) override;
   absl::Status Add(Buffer& x, const Buffer& y, size_t n) override;
   absl::Status Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t n) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
@@ -50,7 +51,8 @@ class CpuDevice final : public Device {
 
   ThreadPool pool_;
   const bool batch_invariant_;
-  std::vector<float> attn_k_, attn_v_;  // prefill attention: the sequence's K/V gathered contiguously
+  std::vector<float> attn_k_, attn_v_;
+  std::vector<float> lora_x_, lora_t_, lora_y_;  // AddLora: gathered rows, rank-wide, out-wide  // prefill attention: the sequence's K/V gathered contiguously
 };
 
 }  // namespace brickserve
