@@ -88,6 +88,7 @@ absl::StatusOr<BrickStatus> BrickRegistry::Load(const std::string& name, const s
   std::lock_guard<std::mutex> lock(mu_);
   if (!loaded.ok()) {
     ++counters_.load_failures;
+    ++counters_.load_failures_by_brick[name];
     return loaded.status();
   }
   std::shared_ptr<Brick> brick = *std::move(loaded);
@@ -105,6 +106,7 @@ absl::StatusOr<BrickStatus> BrickRegistry::Load(const std::string& name, const s
       e.brick = std::move(previous);
     }
     ++counters_.load_failures;
+    ++counters_.load_failures_by_brick[name];
     return room;
   }
   previous.reset();
@@ -178,6 +180,7 @@ absl::StatusOr<std::vector<std::shared_ptr<const Brick>>> BrickRegistry::Acquire
       lock.lock();
       if (!reloaded.ok()) {
         ++counters_.load_failures;
+        ++counters_.load_failures_by_brick[names[i]];
         return absl::Status(reloaded.status().code(), absl::StrCat("reloading evicted brick \"", names[i],
                                                                    "\": ", reloaded.status().message()));
       }
@@ -208,7 +211,7 @@ BrickRegistryStats BrickRegistry::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   BrickRegistryStats s = counters_;
   s.resident_bytes = ResidentBytes();
-  s.bricks = static_cast<int>(entries_.size());
+  for (const auto& [name, e] : entries_) ++(e->brick != nullptr ? s.bricks_ready : s.bricks_evicted);
   return s;
 }
 

@@ -49,7 +49,8 @@ struct BrickRegistryOptions {
 struct BrickRegistryStats {
   uint64_t loads = 0, load_failures = 0, unloads = 0, evictions = 0, reloads = 0;
   size_t resident_bytes = 0;  // device memory of every live brick, old versions still in use included
-  int bricks = 0;
+  int bricks_ready = 0, bricks_evicted = 0;
+  std::map<std::string, uint64_t> load_failures_by_brick;  // by the name a load or reload was for
 };
 
 // Loads the brick at `path` (any kind), already checked against the base model.

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <fstream>
 #include <initializer_list>
+#include <set>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -83,12 +85,38 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
                               {"limits.max_stop_strings", l.max_stop_strings()},
                               {"limits.max_stop_string_bytes", l.max_stop_string_bytes()},
                               {"limits.max_queued_requests", l.max_queued_requests()},
-                              {"limits.max_request_bytes", l.max_request_bytes()}}) {
+                              {"limits.max_request_bytes", l.max_request_bytes()},
+                              {"limits.max_bricks_per_request", l.max_bricks_per_request()},
+                              {"brick_dir_poll_s", c->brick_dir_poll_s()}}) {
     if (auto s = NonNegative(field, value); !s.ok()) return s;
+  }
+  if (c->brick_memory_budget_mb() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("brick_memory_budget_mb = ", c->brick_memory_budget_mb(), " must not be negative"));
+  }
+  std::set<std::string> brick_names;
+  for (int i = 0; i < c->bricks_size(); ++i) {
+    const v1::BrickSource& b = c->bricks(i);
+    if (auto s = CheckBrickName(b.name(), absl::StrCat("bricks[", i, "].name")); !s.ok()) return s;
+    if (b.path().empty()) return absl::InvalidArgumentError(absl::StrCat("bricks[", i, "].path is required"));
+    if (!brick_names.insert(b.name()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("bricks[", i, "].name = \"", b.name(), "\" is listed twice"));
+    }
   }
   if (l.max_queued_tokens() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("limits.max_queued_tokens = ", l.max_queued_tokens(), " must not be negative"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckBrickName(const std::string& name, const std::string& field) {
+  const bool ok_chars = std::all_of(name.begin(), name.end(), [](char ch) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-';
+  });
+  if (name.empty() || name.size() > 128 || !ok_chars) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " = \"", name, "\" must be 1 to 128 characters of [A-Za-z0-9._-]"));
   }
   return absl::OkStatus();
 }
@@ -133,6 +161,7 @@ absl::StatusOr<Limits> ResolveLimits(const v1::ServerLimits& in, int max_context
   l.max_stop_string_bytes = in.max_stop_string_bytes() > 0 ? in.max_stop_string_bytes() : 256;
   l.max_queued_requests = in.max_queued_requests() > 0 ? in.max_queued_requests() : 64;
   l.max_request_bytes = in.max_request_bytes() > 0 ? in.max_request_bytes() : 4 << 20;
+  l.max_bricks_per_request = in.max_bricks_per_request() > 0 ? in.max_bricks_per_request() : 8;
   return l;
 }
 

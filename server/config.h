@@ -23,6 +23,7 @@ struct Limits {
   int max_queued_requests = 0;
   int max_request_bytes = 0;
   int max_top_logprobs = 20;  // the engine's own limit
+  int max_bricks_per_request = 0;
 };
 
 // Parses a text-format ServerConfig; errors name `source` and the line and column.
@@ -32,6 +33,9 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path);
 // Checks what can be checked before the model is loaded (required fields, signs, address shape) and
 // fills the model-independent defaults (listen address, device).
 absl::Status NormalizeServerConfig(v1::ServerConfig* config);
+
+// A brick name: 1 to 128 characters of [A-Za-z0-9._-]; INVALID_ARGUMENT naming `field` otherwise.
+absl::Status CheckBrickName(const std::string& name, const std::string& field);
 
 EngineOptions ToEngineOptions(const v1::ServerConfig& config);
 

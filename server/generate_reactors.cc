@@ -84,7 +84,7 @@ class GenerationCall {
                                                      -kMaxPriority, ", ", kMaxPriority, "]"));
     }
     priority_ = request.priority();
-    return ToEngineRequest(request, *deps_.engine, deps_.limits);
+    return ToEngineRequest(request, *deps_.engine, deps_.limits, deps_.bricks, &applied_bricks_);
   }
 
   // A client's deadline timer fires before the server's (the server counts the timeout from when
@@ -130,6 +130,7 @@ class GenerationCall {
   int priority_ = 0;
   uint64_t id_ = 0;
   bool with_logprobs_ = false;
+  std::vector<v1::AppliedBrick> applied_bricks_;  // reported in the response's usage
   bool accepted_ = false;
   bool failed_ = false;  // scheduler thread only, read in the destructor
   int64_t generated_tokens_ = 0;
@@ -157,6 +158,7 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor, public GenerationCa
     } else {
       v1::GenerateResponse response;
       FillResponse(*result, with_logprobs_, &response);
+      for (const auto& b : applied_bricks_) *response.mutable_usage()->add_bricks() = b;
       status = ToGrpcStatus(SerializeResponse(response, &body));
     }
     FinishOnce(status, status.ok() ? &body : nullptr);
@@ -215,6 +217,7 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, 
     } else {
       v1::GenerateStreamResponse message;
       FillFinal(*result, message.mutable_final());
+      for (const auto& b : applied_bricks_) *message.mutable_final()->mutable_usage()->add_bricks() = b;
       Push(message);
     }
     {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "brickserve/v1/inference.grpc.pb.h"
+#include "bricks/registry.h"
 #include "engine/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "server/config.h"
@@ -17,6 +18,7 @@ struct ServiceDeps {
   Engine* engine = nullptr;
   Limits limits;
   RequestStats* stats = nullptr;
+  BrickRegistry* bricks = nullptr;  // resolves the bricks a request names
 };
 
 // Requests arrive and responses leave as serialised v1.GenerateRequest / v1.GenerateResponse /

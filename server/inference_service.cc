@@ -83,6 +83,10 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
   limits->set_max_stop_string_bytes(l.max_stop_string_bytes);
   limits->set_max_top_logprobs(l.max_top_logprobs);
   limits->set_max_queued_requests(l.max_queued_requests);
+  limits->set_max_bricks_per_request(l.max_bricks_per_request);
+  if (deps_.bricks != nullptr) {
+    for (const BrickStatus& b : deps_.bricks->List()) response->add_bricks(b.name);
+  }
   response->add_router_policies(v1::RouterPolicy::POLICY_DENSE);
   response->set_server_version(BRICKSERVE_VERSION);
   return Answer(context, absl::OkStatus());

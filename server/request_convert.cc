@@ -1,5 +1,7 @@
 #include "server/request_convert.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 
 namespace brickserve {
@@ -39,13 +41,55 @@ bool IsValidUtf8(std::string_view s) {
   return true;
 }
 
-absl::Status CheckBricksAndRouter(const google::protobuf::RepeatedPtrField<std::string>& bricks,
-                                  const v1::RouterPolicy& router) {
-  // No brick can be loaded before the bricks issue; the first name is the one reported.
-  if (!bricks.empty()) return absl::NotFoundError(absl::StrCat("brick \"", bricks[0], "\" is not loaded"));
+absl::Status CheckBricksAndRouter(const v1::GenerateRequest& req, const Limits& limits) {
+  if (req.bricks_size() > limits.max_bricks_per_request) {
+    return Invalid(absl::StrCat("bricks: ", req.bricks_size(), " bricks; at most ", limits.max_bricks_per_request,
+                                " are allowed (limits.max_bricks_per_request)"));
+  }
+  for (int i = 0; i < req.bricks_size(); ++i) {
+    if (auto s = CheckBrickName(req.bricks(i), absl::StrCat("bricks[", i, "]")); !s.ok()) return s;
+    for (int j = 0; j < i; ++j) {
+      if (req.bricks(j) == req.bricks(i)) {
+        return Invalid(absl::StrCat("bricks[", i, "] = \"", req.bricks(i), "\" repeats bricks[", j,
+                                    "]: name each brick once and give it a weight"));
+      }
+    }
+  }
+  if (req.brick_weights_size() != 0 && req.brick_weights_size() != req.bricks_size()) {
+    return Invalid(absl::StrCat("brick_weights has ", req.brick_weights_size(), " weights for ", req.bricks_size(),
+                                " bricks: give none (all 1) or one per brick"));
+  }
+  for (int i = 0; i < req.brick_weights_size(); ++i) {
+    const float w = req.brick_weights(i);
+    if (!std::isfinite(w) || w < -kMaxBrickWeight || w > kMaxBrickWeight) {
+      return Invalid(absl::StrCat("brick_weights[", i, "] = ", w, " is out of range: must be in [", -kMaxBrickWeight,
+                                  ", ", kMaxBrickWeight, "]"));
+    }
+  }
+  const v1::RouterPolicy& router = req.router();
   if (router.policy() != v1::RouterPolicy::POLICY_UNSPECIFIED && router.policy() != v1::RouterPolicy::POLICY_DENSE) {
     return absl::UnimplementedError(absl::StrCat("router.policy = ", v1::RouterPolicy::Policy_Name(router.policy()),
                                                  " is not supported yet: only POLICY_DENSE is"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AttachBricks(const v1::GenerateRequest& req, BrickRegistry* registry, GenerationRequest* out,
+                          std::vector<v1::AppliedBrick>* applied) {
+  if (req.bricks_size() == 0) return absl::OkStatus();
+  if (registry == nullptr) return absl::NotFoundError(absl::StrCat("brick \"", req.bricks(0), "\" is not loaded"));
+  const std::vector<std::string> names(req.bricks().begin(), req.bricks().end());
+  auto bricks = registry->Acquire(names);
+  if (!bricks.ok()) return bricks.status();
+  for (size_t i = 0; i < bricks->size(); ++i) {
+    const float weight = req.brick_weights_size() > 0 ? req.brick_weights(static_cast<int>(i)) : 1.0f;
+    if (auto s = (*bricks)[i]->Apply(weight, *out); !s.ok()) return s;
+    if (applied != nullptr) {
+      v1::AppliedBrick& a = applied->emplace_back();
+      a.set_name(names[i]);
+      a.set_version((*bricks)[i]->version());
+      a.set_weight(weight);
+    }
   }
   return absl::OkStatus();
 }
@@ -60,8 +104,9 @@ absl::Status CheckTokenIds(std::span<const int32_t> ids, int vocab_size, const c
 }
 
 absl::StatusOr<GenerationRequest> ToEngineRequest(const v1::GenerateRequest& req, const Engine& engine,
-                                                  const Limits& limits) {
-  if (auto s = CheckBricksAndRouter(req.bricks(), req.router()); !s.ok()) return s;
+                                                  const Limits& limits, BrickRegistry* bricks,
+                                                  std::vector<v1::AppliedBrick>* applied) {
+  if (auto s = CheckBricksAndRouter(req, limits); !s.ok()) return s;
   const int vocab = engine.config().vocab_size;
   GenerationRequest out;
 
@@ -134,7 +179,9 @@ absl::StatusOr<GenerationRequest> ToEngineRequest(const v1::GenerateRequest& req
   }
   out.skip_special_tokens = !req.has_skip_special_tokens() || req.skip_special_tokens();
 
-  // The engine's checks: context length, vocabulary, sampling ranges.
+  // Last, once the request is known to be valid: only admitted requests count as served by a brick.
+  if (auto s = AttachBricks(req, bricks, &out, applied); !s.ok()) return s;
+  // The engine's checks: context length, vocabulary, sampling ranges, adapters.
   if (auto s = engine.Validate(out); !s.ok()) return s;
   return out;
 }

@@ -4,6 +4,7 @@
 
 #include "absl/status/statusor.h"
 #include "brickserve/v1/inference.pb.h"
+#include "bricks/registry.h"
 #include "engine/engine.h"
 #include "server/config.h"
 
@@ -11,13 +12,18 @@ namespace brickserve {
 
 // Builds the engine request, or returns INVALID_ARGUMENT naming the field and its limit,
 // NOT_FOUND for a brick that is not loaded, UNIMPLEMENTED for a router policy not supported yet.
-// Runs the engine's own checks (Engine::Validate, which includes ValidateSamplingParams) last.
+// The named bricks are resolved in `bricks` (null: none loaded) and attached with their weights;
+// the request holds them until it ends. Runs the engine's own checks (Engine::Validate) last.
+// `applied`, when given, receives the bricks attached (name, version, weight) for the response.
 absl::StatusOr<GenerationRequest> ToEngineRequest(const v1::GenerateRequest& request, const Engine& engine,
-                                                  const Limits& limits);
+                                                  const Limits& limits, BrickRegistry* bricks = nullptr,
+                                                  std::vector<v1::AppliedBrick>* applied = nullptr);
 
-// Bricks and router policy (shared by every request type that carries them).
-absl::Status CheckBricksAndRouter(const google::protobuf::RepeatedPtrField<std::string>& bricks,
-                                  const v1::RouterPolicy& router);
+// A brick weight's bound, either sign (a negative weight subtracts an adapter).
+inline constexpr float kMaxBrickWeight = 10.0f;
+
+// Brick names, weights and router policy: INVALID_ARGUMENT / UNIMPLEMENTED naming the field.
+absl::Status CheckBricksAndRouter(const v1::GenerateRequest& request, const Limits& limits);
 
 // Ids must be in [0, vocab_size); `field` names them in the error.
 absl::Status CheckTokenIds(std::span<const int32_t> ids, int vocab_size, const char* field);

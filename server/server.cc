@@ -1,6 +1,9 @@
 #include "server/server.h"
 
+#include <iostream>
+
 #include "absl/strings/str_cat.h"
+#include "bricks/brick_loader.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -13,15 +16,45 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
   auto server = std::unique_ptr<Server>(new Server());
   server->limits_ = *limits;
   server->engine_ = engine;
-  ServiceDeps deps{engine, *limits, &server->stats_};
+  std::string admin_token;
+  if (!config.admin_token_file().empty()) {
+    auto token = ReadAdminToken(config.admin_token_file());
+    if (!token.ok()) return token.status();
+    admin_token = *std::move(token);
+  }
+  const BaseModel base{engine->config(), engine->info().model_dir, engine->device()};
+  server->bricks_ = std::make_unique<BrickRegistry>(
+      [base](const std::string& path) { return LoadBrickFromPath(path, base); },
+      BrickRegistryOptions{static_cast<size_t>(config.brick_memory_budget_mb()) << 20});
+  ServiceDeps deps{engine, *limits, &server->stats_, server->bricks_.get()};
   server->service_ = std::make_unique<InferenceService>(deps);
-  server->metrics_ = std::make_unique<ServerMetrics>(engine, BRICKSERVE_VERSION);
+  server->bricks_service_ = std::make_unique<BricksService>(server->bricks_.get(), std::move(admin_token));
+  server->metrics_ = std::make_unique<ServerMetrics>(engine, server->bricks_.get(), BRICKSERVE_VERSION);
   if (!config.metrics_listen().empty()) {
     Server* self = server.get();
     auto http = HttpEndpoint::Start(config.metrics_listen(), {[self] { return self->metrics_->Scrape(); },
                                                                [self] { return self->ready(); }});
     if (!http.ok()) return http.status();
     server->http_ = *std::move(http);
+  }
+
+  // Start-up bricks before the gRPC port opens: nobody can send a request naming one too early.
+  for (const v1::BrickSource& b : config.bricks()) {
+    auto loaded = server->bricks_->Load(b.name(), b.path(), b.sha256());
+    if (!loaded.ok()) {
+      return absl::Status(loaded.status().code(),
+                          absl::StrCat("start-up brick \"", b.name(), "\" (", b.path(), "): ", loaded.status().message()));
+    }
+    std::cerr << "brickserve: brick " << b.name() << " version " << loaded->version << " (" << loaded->size_bytes
+              << " bytes)\n";
+  }
+  if (!config.brick_dir().empty()) {
+    const int poll_s = config.brick_dir_poll_s() > 0 ? config.brick_dir_poll_s() : 10;
+    server->brick_watcher_ = std::make_unique<BrickDirWatcher>(
+        server->bricks_.get(), config.brick_dir(), std::chrono::seconds(poll_s),
+        [](const std::string& line) { std::cerr << "brickserve: " << line << "\n"; });
+    (void)server->brick_watcher_->ScanOnce();  // failures are logged; they do not stop the start-up
+    server->brick_watcher_->Start();
   }
 
   // Both are process-wide switches that apply to servers built after them.
@@ -34,6 +67,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
   builder.SetMaxReceiveMessageSize(limits->max_request_bytes);
   builder.AddListeningPort(config.listen(), grpc::InsecureServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->bricks_service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(server->metrics_->InterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

@@ -9,8 +9,11 @@
 
 #include "absl/status/statusor.h"
 #include "brickserve/v1/server_config.pb.h"
+#include "bricks/brick_dir_watcher.h"
+#include "bricks/registry.h"
 #include "engine/engine.h"
 #include "grpcpp/server.h"
+#include "server/bricks_service.h"
 #include "server/config.h"
 #include "server/inference_service.h"
 #include "server/metrics/http_endpoint.h"
@@ -22,7 +25,9 @@ namespace brickserve {
 class Server {
  public:
   // Serves `engine` (which must outlive the server) as `config` says; `config` was normalised
-  // (NormalizeServerConfig). Fails when the limits do not fit the model or the address is taken.
+  // (NormalizeServerConfig). Loads the start-up bricks before it reports ready (the metrics port,
+  // when configured, answers /healthz meanwhile). Fails when the limits do not fit the model, a
+  // start-up brick cannot be loaded, or an address is taken.
   static absl::StatusOr<std::unique_ptr<Server>> Start(Engine* engine, const v1::ServerConfig& config);
   ~Server();
 
@@ -33,6 +38,7 @@ class Server {
   // Accepting generations: started and not draining (what /readyz and grpc.health.v1 report).
   bool ready() const { return ready_.load(); }
   int port() const { return port_; }
+  BrickRegistry* bricks() const { return bricks_.get(); }
   const Limits& limits() const { return limits_; }
 
   // Graceful stop: reports NOT_SERVING, refuses new generations (UNAVAILABLE), lets the accepted
@@ -50,8 +56,11 @@ class Server {
   int port_ = 0;
   Engine* engine_ = nullptr;
   RequestStats stats_;
+  std::unique_ptr<BrickRegistry> bricks_;  // before what uses it: destroyed after them
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<BricksService> bricks_service_;
+  std::unique_ptr<BrickDirWatcher> brick_watcher_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HttpEndpoint> http_;  // last member: destroyed first, before what it reports on
   std::atomic<bool> ready_{false};

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "engine/cli/core_map_command.h"
 #include "engine/cli/run_command.h"
 #ifdef BRICKSERVE_HAVE_GRPC
 #include "server/cli/client_commands.h"
@@ -24,6 +25,7 @@ constexpr Command kCommands[] = {
     {"tokenize", brickserve::TokenizeCommand, "encode (or decode) with a running server's tokenizer"},
 #endif
     {"run", brickserve::RunCommand, "generate from a prompt with the engine alone (no server)"},
+    {"core-map", brickserve::CoreMapCommand, "find the model's core region and write it for the LoRA brick guard"},
 };
 
 void PrintUsage() {

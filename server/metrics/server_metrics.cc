@@ -100,7 +100,8 @@ class RpcMetricsFactory : public grpc::experimental::ServerInterceptorFactoryInt
 
 }  // namespace
 
-ServerMetrics::ServerMetrics(const Engine* engine, const std::string& version) : engine_(engine) {
+ServerMetrics::ServerMetrics(const Engine* engine, const BrickRegistry* bricks, const std::string& version)
+    : engine_(engine), bricks_(bricks) {
   rpcs_ = &metrics::BuildCounter()
                .Name("brickserve_grpc_requests_total")
                .Help("gRPC calls finished, by full method name and status code.")
@@ -124,6 +125,7 @@ ServerMetrics::ServerMetrics(const Engine* engine, const std::string& version) :
       .Add({})
       .Set(start);
   registry_.AddCollector([this] { return CollectEngine(); });
+  registry_.AddCollector([this] { return CollectBricks(); });
 }
 
 void ServerMetrics::RecordRpc(const std::string& method, grpc::StatusCode code, double seconds) {
@@ -174,6 +176,37 @@ std::vector<MetricFamily> ServerMetrics::CollectEngine() const {
                   s.queue_time),
       FromLatency("brickserve_engine_step_seconds", "Duration of one forward step of the running batch.",
                   s.step_time),
+  };
+}
+
+std::vector<MetricFamily> ServerMetrics::CollectBricks() const {
+  const BrickRegistryStats s = bricks_->stats();
+  constexpr auto kG = MetricType::kGauge;
+  constexpr auto kC = MetricType::kCounter;
+  auto d = [](auto v) { return static_cast<double>(v); };
+  MetricFamily by_state{"brickserve_bricks", "Bricks in the registry, by state (ready, evicted).", kG, {}};
+  by_state.metrics.push_back({{{"state", "ready"}}, d(s.bricks_ready)});
+  by_state.metrics.push_back({{{"state", "evicted"}}, d(s.bricks_evicted)});
+  MetricFamily failures{"brickserve_brick_load_failures_total",
+                        "Brick loads (admin, start-up, brick_dir, reload after eviction) that failed, by brick name.",
+                        kC, {}};
+  for (const auto& [name, n] : s.load_failures_by_brick) failures.metrics.push_back({{{"brick", name}}, d(n)});
+  MetricFamily served{"brickserve_brick_requests_total", "Requests that named each loaded brick.", kC, {}};
+  for (const BrickStatus& b : bricks_->List()) served.metrics.push_back({{{"brick", b.name}}, d(b.requests_served)});
+  return {
+      std::move(by_state),
+      Single("brickserve_brick_resident_bytes",
+             "Device memory of live bricks (including old versions that running requests still hold).", kG,
+             d(s.resident_bytes)),
+      Single("brickserve_brick_memory_budget_bytes", "Brick memory budget (0: none).", kG,
+             d(bricks_->memory_budget_bytes())),
+      Single("brickserve_brick_loads_total", "Bricks loaded or updated.", kC, d(s.loads)),
+      Single("brickserve_brick_unloads_total", "Bricks unloaded.", kC, d(s.unloads)),
+      Single("brickserve_brick_evictions_total", "Idle bricks evicted under the memory budget.", kC, d(s.evictions)),
+      Single("brickserve_brick_reloads_total", "Evicted bricks reloaded when a request named them.", kC,
+             d(s.reloads)),
+      std::move(failures),
+      std::move(served),
   };
 }
 

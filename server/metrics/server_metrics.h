@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "bricks/registry.h"
 #include "engine/engine.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "grpcpp/support/status.h"
@@ -16,8 +17,8 @@ namespace brickserve {
 
 class ServerMetrics {
  public:
-  // `engine` must outlive this object.
-  ServerMetrics(const Engine* engine, const std::string& version);
+  // `engine` and `bricks` must outlive this object.
+  ServerMetrics(const Engine* engine, const BrickRegistry* bricks, const std::string& version);
 
   void RecordRpc(const std::string& method, grpc::StatusCode code, double seconds);
   // The exposition-format body of a scrape.
@@ -29,8 +30,10 @@ class ServerMetrics {
 
  private:
   std::vector<metrics::MetricFamily> CollectEngine() const;
+  std::vector<metrics::MetricFamily> CollectBricks() const;
 
   const Engine* engine_;
+  const BrickRegistry* bricks_;
   metrics::Registry registry_;
   metrics::Family<metrics::Counter>* rpcs_;
   metrics::Family<metrics::Histogram>* rpc_seconds_;

@@ -2,6 +2,7 @@
 // 512): every refusal names the field and the limit, and a valid request becomes the engine request.
 #include "server/request_convert.h"
 
+#include <cmath>
 #include <filesystem>
 #include <string>
 
@@ -205,6 +206,27 @@ TEST_F(RequestConvert, BricksAreNotFoundAndOnlyDenseRoutingIsSupported) {
   ExpectError(r, absl::StatusCode::kUnimplemented, "POLICY_DENSITY");
   r.mutable_router()->set_policy(v1::RouterPolicy::POLICY_DENSE);
   EXPECT_TRUE(ToEngineRequest(r, *engine_, limits_).ok());
+}
+
+TEST_F(RequestConvert, BrickListsAndWeightsAreCheckedBeforeLookup) {
+  v1::GenerateRequest r = Text("hi");
+  for (int i = 0; i < 9; ++i) r.add_bricks("b" + std::to_string(i));
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "bricks: 9 bricks; at most 8 are allowed (limits.max_bricks_per_request)");
+  r.clear_bricks();
+  r.add_bricks("a");
+  r.add_bricks("bad name");
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "bricks[1] = \"bad name\" must be 1 to 128 characters of [A-Za-z0-9._-]");
+  r.set_bricks(1, "a");
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "bricks[1] = \"a\" repeats bricks[0]");
+  r.set_bricks(1, "b");
+  r.add_brick_weights(1.0f);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "brick_weights has 1 weights for 2 bricks");
+  r.add_brick_weights(10.5f);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "brick_weights[1] = 10.5 is out of range: must be in [-10, 10]");
+  r.set_brick_weights(1, std::nanf(""));
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "brick_weights[1] = nan is out of range");
+  r.set_brick_weights(1, -2.0f);
+  ExpectError(r, absl::StatusCode::kNotFound, "brick \"a\" is not loaded");
 }
 
 TEST_F(RequestConvert, ResponsesCarryTokensLogprobsAndUsage) {

@@ -1,0 +1,114 @@
+#include "server/bricks_service.h"
+
+#include <openssl/crypto.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "server/config.h"
+#include "server/status_mapping.h"
+
+namespace brickserve {
+namespace {
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+v1::BrickInfo::Kind ToProto(BrickKind kind) {
+  switch (kind) {
+    case BrickKind::kLora: return v1::BrickInfo::KIND_LORA;
+  }
+  return v1::BrickInfo::KIND_UNSPECIFIED;
+}
+
+}  // namespace
+
+void FillBrickInfo(const BrickStatus& s, v1::BrickInfo* out) {
+  out->set_name(s.name);
+  out->set_kind(ToProto(s.kind));
+  out->set_version(s.version);
+  out->set_size_bytes(s.size_bytes);
+  out->set_state(s.state == BrickState::kReady ? v1::BrickInfo::STATE_READY : v1::BrickInfo::STATE_EVICTED);
+  out->set_load_time_unix_s(std::chrono::duration<double>(s.load_time.time_since_epoch()).count());
+  out->set_requests_served(s.requests_served);
+  out->set_path(s.path);
+  out->set_sha256(s.sha256);
+  out->set_base_model(s.base_model);
+  for (const std::string& p : s.plugs_into) out->add_plugs_into(p);
+  out->set_idle(s.idle);
+}
+
+absl::StatusOr<std::string> ReadAdminToken(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("admin_token_file ", path, " cannot be read"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  std::string token(absl::StripAsciiWhitespace(ss.str()));
+  if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("admin_token_file ", path, " is empty"));
+  return token;
+}
+
+grpc::Status BricksService::Authorize(const grpc::CallbackServerContext& context) const {
+  if (admin_token_.empty()) return grpc::Status::OK;
+  const auto& md = context.client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the Bricks service needs metadata \"authorization: Bearer <admin token>\"");
+  }
+  const std::string given(it->second.data(), it->second.size());
+  const std::string want = "Bearer " + admin_token_;
+  // Constant time, so the token cannot be guessed byte by byte from response times.
+  if (given.size() != want.size() || CRYPTO_memcmp(given.data(), want.data(), want.size()) != 0) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "the admin token is not valid");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* BricksService::LoadBrick(grpc::CallbackServerContext* context,
+                                                   const v1::LoadBrickRequest* request, v1::BrickInfo* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return Finish(context, auth);
+  if (absl::Status s = CheckBrickName(request->name(), "name"); !s.ok()) return Finish(context, ToGrpcStatus(s));
+  if (request->path().empty() || request->path().front() != '/') {
+    return Finish(context, ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+                               "path = \"", request->path(), "\" must be an absolute path on the server"))));
+  }
+  auto loaded = registry_->Load(request->name(), request->path(), request->sha256());
+  if (!loaded.ok()) return Finish(context, ToGrpcStatus(loaded.status()));
+  FillBrickInfo(*loaded, response);
+  return Finish(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* BricksService::UnloadBrick(grpc::CallbackServerContext* context,
+                                                     const v1::UnloadBrickRequest* request,
+                                                     v1::UnloadBrickResponse* /*response*/) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return Finish(context, auth);
+  return Finish(context, ToGrpcStatus(registry_->Unload(request->name())));
+}
+
+grpc::ServerUnaryReactor* BricksService::ListBricks(grpc::CallbackServerContext* context,
+                                                    const v1::ListBricksRequest* /*request*/,
+                                                    v1::ListBricksResponse* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return Finish(context, auth);
+  for (const BrickStatus& s : registry_->List()) FillBrickInfo(s, response->add_bricks());
+  response->set_memory_budget_bytes(registry_->memory_budget_bytes());
+  response->set_resident_bytes(registry_->stats().resident_bytes);
+  return Finish(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* BricksService::GetBrick(grpc::CallbackServerContext* context,
+                                                  const v1::GetBrickRequest* request, v1::BrickInfo* response) {
+  if (grpc::Status auth = Authorize(*context); !auth.ok()) return Finish(context, auth);
+  auto status = registry_->Get(request->name());
+  if (!status.ok()) return Finish(context, ToGrpcStatus(status.status()));
+  FillBrickInfo(*status, response);
+  return Finish(context, grpc::Status::OK);
+}
+
+}  // namespace brickserve
