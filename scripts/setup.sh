@@ -18,7 +18,7 @@ PACKAGES=(
   build-essential cmake pkg-config git ca-certificates
   libabsl-dev nlohmann-json3-dev libicu-dev libhwy-dev
   libopenblas-dev libopenblas0-pthread
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcivetweb-dev
+  libgrpc++-dev libssl-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcivetweb-dev
 )
 if [[ "${SKIP_TEST_DEPS:-0}" != "1" ]]; then
   PACKAGES+=(
