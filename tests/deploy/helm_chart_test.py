@@ -2,12 +2,15 @@
 """Checks the Helm chart helm/brickserve without a cluster.
 
 Runs `helm lint --strict` and `helm template` on the default values and on variants (GPU, HPA,
-ServiceMonitor with other ports, hostPath, model image, existing claim), parses the manifests and
-checks what a deployment depends on: gRPC probes on the gRPC port, the Service and ServiceMonitor
-ports equal to the ones in the rendered server config, the config file the container reads is the
-one mounted from the ConfigMap (and parses as brickserve.v1.ServerConfig when protoc and
-python3-protobuf are present), non-root security context, resources, GPU requests and device, the
-HPA's queue-depth metric, the PDB. Then values the schema or the chart's guards must refuse.
+ServiceMonitor with other ports, hostPath, model image, existing claim, bricks), parses the
+manifests and checks what a deployment depends on: gRPC probes on the gRPC port, the Service and
+ServiceMonitor ports equal to the ones in the rendered server config, the config file the container
+reads is the one mounted from the ConfigMap (and parses as brickserve.v1.ServerConfig when protoc and
+python3-protobuf are present), config.serverConfig and the start-up bricks carried into it, the
+admin token Secret mounted (that key only, read-only) where admin_token_file points, the brick claim
+mounted read-only where brick_dir points, non-root security context, resources, GPU requests and
+device, the HPA's queue-depth metric, the PDB. Then values the schema or the chart's guards must
+refuse.
 
   python3 tests/deploy/helm_chart_test.py --chart helm/brickserve [--helm PATH]
 
@@ -34,8 +37,11 @@ RELEASE = "brick"
 NAMESPACE = "serving"
 STANDARD_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
                    "app.kubernetes.io/version", "app.kubernetes.io/managed-by")
-# Fields the chart writes itself; config.serverConfig holds the others.
-CHART_OWNED_FIELDS = {"model", "listen", "device", "metrics_listen"}
+# ServerConfig fields the chart writes itself (bricks from .Values.bricks, admin_token_file from
+# bricksAdmin); config.serverConfig holds the others. brick_dir is in both: brickVolume.watch sets it.
+CHART_OWNED_FIELDS = {"model", "listen", "device", "metrics_listen", "bricks", "admin_token_file"}
+ADMIN_TOKEN_DIR = "/etc/brickserve-admin"
+SHA = "0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef"
 QUEUE_METRIC = "brickserve_queued_requests"
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -63,8 +69,24 @@ VARIANTS = {
         "model": {"pvc": {"existingClaim": "models-ro", "create": False}},
         "config": {"serverConfig": {"max_context": 8192, "prefix_cache": False,
                                     "limits": {"max_request_bytes": 8388608, "max_queued_tokens": 100000}}},
-        "bricks": [{"name": "sql", "kind": "lora", "path": "/models/bricks/sql"}],
+        "bricks": [{"name": "sql", "path": "/models/bricks/sql"}],
         "podDisruptionBudget": {"minAvailable": "50%", "maxUnavailable": None},
+    },
+    # Start-up bricks (one path that needs escaping), the admin token Secret, a watched brick claim.
+    "bricks": {
+        "bricks": [{"name": "sql", "path": "/bricks/sql", "sha256": SHA},
+                   {"name": "Code-v2.1_x", "path": '/bricks/code "v2" \\ näive', "sha256": ""},
+                   {"name": "chat", "path": "/models/bricks/chat"}],
+        "bricksAdmin": {"existingSecret": "brickserve-admin", "secretKey": "admin.token"},
+        "brickVolume": {"enabled": True, "existingClaim": "bricks-ro"},
+        "config": {"serverConfig": {"brick_memory_budget_mb": 4096, "brick_dir_poll_s": 5,
+                                    "limits": {"max_bricks_per_request": 4}}},
+    },
+    # The claim mounted elsewhere and not watched; a brick_dir in another volume instead.
+    "bricks-unwatched": {
+        "brickVolume": {"enabled": True, "existingClaim": "bricks-ro", "mountPath": "/srv/bricks", "watch": False},
+        "config": {"serverConfig": {"brick_dir": "/models/bricks"}},
+        "bricks": [{"name": "sql", "path": "/srv/bricks/sql"}],
     },
 }
 
@@ -85,6 +107,38 @@ MUST_FAIL = [
     ("guard: grace period shorter than the drain", ["--set", "terminationGracePeriodSeconds=10"],
      "terminationGracePeriodSeconds"),
     ("guard: both PDB bounds", ["--set", "podDisruptionBudget.minAvailable=1"], "exactly one of"),
+    ("schema: bad brick name", ["--set", "bricks[0].name=sql/v2,bricks[0].path=/bricks/sql"], "bricks.0.name"),
+    ("schema: brick name over 128 characters", ["--set", f"bricks[0].name={'a' * 129},bricks[0].path=/bricks/a"],
+     "bricks.0.name"),
+    ("schema: relative brick path", ["--set", "bricks[0].name=sql,bricks[0].path=bricks/sql"], "bricks.0.path"),
+    ("schema: brick without a path", ["--set", "bricks[0].name=sql"], "path is required"),
+    ("schema: bad brick sha256", ["--set", f"bricks[0].name=sql,bricks[0].path=/bricks/sql,bricks[0].sha256={SHA[:-1]}"],
+     "bricks.0.sha256"),
+    ("schema: non-hex brick sha256", ["--set", f"bricks[0].name=sql,bricks[0].path=/bricks/sql,"
+                                               f"bricks[0].sha256={SHA[:-1]}g"], "bricks.0.sha256"),
+    ("schema: unknown brick key (the old kind)", ["--set", "bricks[0].name=sql,bricks[0].path=/b,bricks[0].kind=lora"],
+     "kind"),
+    ("schema: admin_token_file is the chart's", ["--set", "config.serverConfig.admin_token_file=/token"],
+     "admin_token_file"),
+    ("schema: relative brick_dir", ["--set", "config.serverConfig.brick_dir=bricks"], "config.serverConfig.brick_dir"),
+    ("schema: negative brick memory budget", ["--set", "config.serverConfig.brick_memory_budget_mb=-1"],
+     "brick_memory_budget_mb"),
+    ("schema: negative max_bricks_per_request", ["--set", "config.serverConfig.limits.max_bricks_per_request=-1"],
+     "max_bricks_per_request"),
+    ("schema: relative brickVolume.mountPath", ["--set", "brickVolume.mountPath=bricks"], "brickVolume.mountPath"),
+    ("schema: admin secret key escaping its directory",
+     ["--set", "bricksAdmin.existingSecret=admin,bricksAdmin.secretKey=../token"], "bricksAdmin.secretKey"),
+    ("schema: admin secret name not a Kubernetes name", ["--set", "bricksAdmin.existingSecret=Admin_Token"],
+     "bricksAdmin.existingSecret"),
+    ("guard: duplicate brick names", ["--set", "bricks[0].name=sql,bricks[0].path=/b/1,bricks[1].name=chat,"
+                                               "bricks[1].path=/b/2,bricks[2].name=sql,bricks[2].path=/b/3"],
+     'bricks[2].name "sql" is listed twice'),
+    ("guard: brick volume without a claim", ["--set", "brickVolume.enabled=true"], "brickVolume.existingClaim"),
+    ("guard: two watched brick directories", ["--set", "brickVolume.enabled=true,brickVolume.existingClaim=b,"
+                                                       "config.serverConfig.brick_dir=/models/bricks"],
+     "config.serverConfig.brick_dir"),
+    ("guard: brick volume over the model", ["--set", "brickVolume.enabled=true,brickVolume.existingClaim=b,"
+                                                     "brickVolume.mountPath=/models"], "brickVolume.mountPath"),
 ]
 
 
@@ -129,15 +183,27 @@ def deep_merge(base, override):
     return out
 
 
+# Messages that repeat in ServerConfig; parse_textproto lists them instead of flattening them.
+REPEATED_MESSAGES = {"bricks"}
+
+
 def parse_textproto(text):
-    """Flat view of the rendered server config: {"listen": "...", "limits.max_new_tokens": 5, ...}."""
-    fields, stack = {}, []
+    """The rendered server config as (flat fields, repeated messages).
+
+    Flat fields: {"listen": "...", "limits.max_new_tokens": 5, ...}; a singular field set twice is
+    an error. Repeated messages: {"bricks": [{"name": ..., "path": ...}, ...]} in file order.
+    Strings are read as JSON strings, which is what the chart's `quote` writes for the characters
+    the schema lets through (Go %q escapes, a subset of both JSON and text format).
+    """
+    fields, repeated, stack = {}, {}, []
     for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        line = raw.strip()
+        if not line or line.startswith("#"):  # the chart writes whole-line comments only
             continue
         if m := re.fullmatch(r"(\w+)\s*\{", line):
             stack.append(m.group(1))
+            if len(stack) == 1 and stack[0] in REPEATED_MESSAGES:
+                repeated.setdefault(stack[0], []).append({})
         elif line == "}":
             assert stack, f"server config line {n}: unbalanced '}}'"
             stack.pop()
@@ -145,11 +211,27 @@ def parse_textproto(text):
             value = m.group(2)
             value = (json.loads(value) if value.startswith('"') else
                      value == "true" if value in ("true", "false") else int(value))
-            fields[".".join(stack + [m.group(1)])] = value
+            if stack and stack[0] in REPEATED_MESSAGES:
+                target, key = repeated[stack[0]][-1], ".".join(stack[1:] + [m.group(1)])
+            else:
+                target, key = fields, ".".join(stack + [m.group(1)])
+            assert key not in target, f"server config line {n}: {key} is set twice"
+            target[key] = value
         else:
             raise AssertionError(f"server config line {n} is not 'field: value' text format: {raw!r}")
     assert not stack, "server config: unclosed message"
-    return fields
+    return fields, repeated
+
+
+def flatten(values, prefix=""):
+    """{"limits": {"a": 1}} -> {"limits.a": 1}."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def load_server_config_proto(tmp):
@@ -287,27 +369,34 @@ class ChartTest:
                 f"{config_dir} is mounted from ConfigMap {cm['metadata']['name']}")
         c.check(mount is not None and mount.get("readOnly") is True, f"{config_dir} is mounted read-only")
         c.check(config_key in cm["data"], f"the ConfigMap has {config_key}, the file passed to --config")
-        c.check("bricks.yaml" in cm["data"], "the ConfigMap has the start-up brick list bricks.yaml")
-        if "bricks.yaml" in cm["data"]:
-            bricks = yaml.safe_load(cm["data"]["bricks.yaml"])
-            c.check(bricks == {"bricks": values["bricks"]}, f"bricks.yaml holds bricks: {values['bricks']}")
+        c.check(set(cm["data"]) == {config_key}, f"the ConfigMap holds only {config_key} (no separate bricks.yaml: "
+                f"start-up bricks are in the server config) ({sorted(cm['data'])})")
         annotations = dep["spec"]["template"]["metadata"].get("annotations", {})
         c.check("checksum/config" in annotations, "the pod template carries checksum/config (rolls on config change)")
 
         text = cm["data"].get(config_key, "")
         try:
-            cfg = parse_textproto(text)
+            cfg, repeated = parse_textproto(text)
             c.check(True, "the server config is field: value text format")
         except AssertionError as e:
             c.check(False, str(e))
             return
+        msg = None
         if self.server_config_msg is not None:
             from google.protobuf import text_format
             try:
-                text_format.Parse(text, self.server_config_msg())
+                msg = text_format.Parse(text, self.server_config_msg())
                 c.check(True, "the server config parses as brickserve.v1.ServerConfig (protoc + python3-protobuf)")
             except text_format.ParseError as e:
                 c.check(False, f"the server config parses as brickserve.v1.ServerConfig: {e}")
+
+        # config.serverConfig reaches the server: every set field, with its value.
+        passed = {k: v for k, v in flatten(values["config"]["serverConfig"]).items()
+                  if v is not None and v != "" and not (type(v) is int and v == 0) and k != "brick_dir"}
+        wrong = {k: (cfg.get(k), v) for k, v in passed.items() if cfg.get(k) != v}
+        c.check(not wrong, f"the server config has config.serverConfig's fields {sorted(passed)} "
+                f"(wrong, as (rendered, values): {wrong})")
+        self.check_bricks(values, cfg, repeated, msg, pod, ctr)
 
         # Ports: server config == container ports == Service ports == probes.
         listen, metrics_listen = cfg.get("listen", ""), cfg.get("metrics_listen", "")
@@ -461,6 +550,69 @@ class ChartTest:
             c.check(values["serviceMonitor"]["labels"].items() <= sm["metadata"]["labels"].items(),
                     "ServiceMonitor carries serviceMonitor.labels (for the Prometheus selector)")
 
+    def check_bricks(self, values, cfg, repeated, msg, pod, ctr):
+        """Start-up bricks in the config; the admin token Secret and the brick claim, mounted read-only."""
+        c = self.c
+        want = [{k: v for k, v in b.items() if v} for b in values["bricks"]]
+        got = repeated.get("bricks", [])
+        c.check(got == want, f"the server config lists the start-up bricks in order, as "
+                f"bricks {{ name path sha256 }} ({len(want)}: {[b['name'] for b in want]}; got {got})")
+        if msg is not None:
+            as_proto = [{"name": b.name, "path": b.path, **({"sha256": b.sha256} if b.sha256 else {})}
+                        for b in msg.bricks]
+            c.check(as_proto == want, f"ServerConfig.bricks parsed by protobuf are the values' bricks ({as_proto})")
+        mounts = {m["name"]: m for m in ctr.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+
+        # Admin token: only the key, from the Secret, read-only, where admin_token_file points.
+        admin = values["bricksAdmin"]
+        token_file = cfg.get("admin_token_file")
+        secret_vols = [v for v in pod.get("volumes", []) if "secret" in v]
+        if admin["existingSecret"]:
+            want_file = f"{ADMIN_TOKEN_DIR}/{admin['secretKey']}"
+            c.check(token_file == want_file, f'admin_token_file = "{token_file}" is {want_file}')
+            if msg is not None:
+                c.check(msg.admin_token_file == want_file, "ServerConfig.admin_token_file parsed by protobuf")
+            vol = next((v for v in secret_vols if v["secret"].get("secretName") == admin["existingSecret"]), None)
+            c.check(vol is not None and len(secret_vols) == 1,
+                    f"one Secret volume, of Secret {admin['existingSecret']} ({secret_vols})")
+            if vol:
+                items = vol["secret"].get("items")
+                c.check(items == [{"key": admin["secretKey"], "path": admin["secretKey"]}],
+                        f"the Secret volume holds only key {admin['secretKey']}, as a file of that name ({items})")
+                mode = vol["secret"].get("defaultMode")
+                c.check(mode is not None and mode & 0o037 == 0,
+                        f"the token file is neither group-writable nor readable by others (defaultMode "
+                        f"{oct(mode) if mode is not None else None})")
+                m = mounts.get(vol["name"])
+                c.check(m is not None and m["mountPath"] == ADMIN_TOKEN_DIR and m.get("readOnly") is True
+                        and not m.get("subPath"),
+                        f"the Secret is mounted read-only at {ADMIN_TOKEN_DIR} ({m}), so admin_token_file exists")
+        else:
+            c.check(token_file is None and (msg is None or not msg.admin_token_file) and not secret_vols,
+                    "without bricksAdmin.existingSecret: no admin_token_file, no Secret mounted")
+
+        # Brick claim: read-only at mountPath; brick_dir is mountPath iff watch, else the values'.
+        bv = values["brickVolume"]
+        brick_dir = cfg.get("brick_dir")
+        claim_vols = {v["name"]: v["persistentVolumeClaim"] for v in pod.get("volumes", [])
+                      if "persistentVolumeClaim" in v and v["name"] != "model"}
+        if bv["enabled"]:
+            vol = next((n for n, p in claim_vols.items() if p.get("claimName") == bv["existingClaim"]), None)
+            c.check(vol is not None and claim_vols[vol].get("readOnly") is True,
+                    f"the brick claim {bv['existingClaim']} is a read-only volume ({claim_vols})")
+            m = mounts.get(vol) if vol else None
+            c.check(m is not None and m["mountPath"] == bv["mountPath"] and m.get("readOnly") is True,
+                    f"the brick claim is mounted read-only at {bv['mountPath']} ({m})")
+        else:
+            c.check(not claim_vols, f"brickVolume off: no brick claim mounted ({claim_vols})")
+        want_dir = (bv["mountPath"] if bv["enabled"] and bv["watch"] else
+                    values["config"]["serverConfig"].get("brick_dir") or None)
+        c.check(brick_dir == want_dir, f"brick_dir = {brick_dir!r} (want {want_dir!r}: brickVolume.mountPath "
+                "with brickVolume.watch, else config.serverConfig.brick_dir)")
+        if msg is not None:
+            c.check(msg.brick_dir == (want_dir or ""), "ServerConfig.brick_dir parsed by protobuf")
+
     def check_notes(self):
         """NOTES.txt renders (helm template skips it): a copy of the chart includes it in a manifest."""
         c = self.c
@@ -469,7 +621,7 @@ class ChartTest:
         chart_name = yaml.safe_load((Path(self.chart) / "Chart.yaml").read_text())["name"]
         (copy_dir / "templates/zz-notes-test.yaml").write_text(
             'kind: RenderedNotes\ntext: {{ include "%s/templates/NOTES.txt" . | toJson }}\n' % chart_name)
-        for name in ("default", "hpa", "image"):
+        for name in ("default", "hpa", "image", "bricks"):
             try:
                 docs = self.template(self.values_file(name, VARIANTS[name]), chart=str(copy_dir))
             except AssertionError as e:
@@ -479,8 +631,21 @@ class ChartTest:
             port = deep_merge(self.defaults, VARIANTS[name])["service"]["grpcPort"]
             c.check(f"{RELEASE}-brickserve.{NAMESPACE}.svc:{port}" in notes and "rollout status" in notes,
                     f"NOTES.txt for {name} names the Service address and how to wait for the rollout")
+            values = deep_merge(self.defaults, VARIANTS[name])
+            secret = values["bricksAdmin"]["existingSecret"]
+            if secret:
+                c.check(f"Secret {secret}" in notes and "WARNING" not in notes,
+                        f"NOTES.txt for {name} says the Bricks admin calls need the token of Secret {secret}")
+            else:
+                c.check("WARNING: the Bricks admin service" in notes,
+                        f"NOTES.txt for {name} warns that the Bricks admin service has no token")
+            names = [b["name"] for b in values["bricks"]]
+            c.check(all(n in notes for n in names) and (not names or "CrashLoopBackOff" in notes),
+                    f"NOTES.txt for {name} lists the start-up bricks {names} and what a failing one does")
 
     def check_refusals(self):
+        """helm template refuses every MUST_FAIL entry; helm lint the schema's (lint only logs a guard's
+        `fail` as [INFO], so guards are for template, install and upgrade)."""
         c = self.c
         for what, args, needle in MUST_FAIL:
             r = self.helm_run("template", RELEASE, self.chart, "--namespace", NAMESPACE, *args)
@@ -488,6 +653,11 @@ class ChartTest:
             c.check(r.returncode != 0 and needle in err,
                     f"{what} ({' '.join(args)}) fails naming {needle!r}" +
                     ("" if r.returncode != 0 and needle in err else f"; got rc {r.returncode}: {err[:400]}"))
+            if what.startswith("schema:") and "brick" in what.lower() + " ".join(args):
+                r = self.helm_run("lint", "--strict", self.chart, "--namespace", NAMESPACE, *args)
+                out = (r.stdout + r.stderr).strip()
+                c.check(r.returncode != 0 and needle in out, f"  and helm lint --strict refuses it too" +
+                        ("" if r.returncode != 0 and needle in out else f"; got rc {r.returncode}: {out[:400]}"))
 
 
 def main():

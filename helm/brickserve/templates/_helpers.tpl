@@ -58,6 +58,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if $sub }}{{ printf "%s/%s" (trimSuffix "/" .Values.model.mountPath) $sub }}{{ else }}{{ .Values.model.mountPath }}{{ end }}
 {{- end }}
 
+{{/* The admin token Secret's mount (bricksAdmin) and the file the server reads the token from. */}}
+{{- define "brickserve.adminTokenDir" -}}/etc/brickserve-admin{{- end }}
+{{- define "brickserve.adminTokenFile" -}}{{ include "brickserve.adminTokenDir" . }}/{{ .Values.bricksAdmin.secretKey }}{{- end }}
+
 {{- define "brickserve.modelClaimName" -}}
 {{- .Values.model.pvc.existingClaim | default (printf "%s-model" (include "brickserve.fullname" .)) }}
 {{- end }}
@@ -84,16 +88,40 @@ Skipped: null (an unset optional field) and 0 (the server's default either way).
 {{- end }}
 {{- end }}
 
-{{/* The whole server config: the fields the chart owns, then config.serverConfig. */}}
+{{/*
+The whole server config: the fields the chart owns (admin_token_file from bricksAdmin, brick_dir
+from brickVolume.watch), then config.serverConfig, then the start-up bricks, one
+`bricks { name path sha256 }` message each.
+*/}}
 {{- define "brickserve.serverConfig" -}}
 {{- $owned := dict
   "model" (include "brickserve.modelPath" .)
   "listen" (printf "0.0.0.0:%d" (.Values.service.grpcPort | int))
   "metrics_listen" (printf "0.0.0.0:%d" (.Values.service.metricsPort | int))
-  "device" (ternary "cuda" "cpu" .Values.gpu.enabled) -}}
+  "device" (ternary "cuda" "cpu" .Values.gpu.enabled) }}
+{{- if .Values.bricksAdmin.existingSecret }}
+{{- $_ := set $owned "admin_token_file" (include "brickserve.adminTokenFile" .) }}
+{{- end }}
+{{- if and .Values.brickVolume.enabled .Values.brickVolume.watch }}
+{{- $_ := set $owned "brick_dir" .Values.brickVolume.mountPath }}
+{{- end -}}
 # brickserve.v1.ServerConfig (proto/brickserve/v1/server_config.proto), rendered by the Helm chart.
 {{- include "brickserve.textproto" (dict "fields" $owned) }}
-{{- include "brickserve.textproto" (dict "fields" (omit .Values.config.serverConfig "model" "listen" "metrics_listen" "device")) }}
+{{- include "brickserve.textproto" (dict "fields" (omit .Values.config.serverConfig "model" "listen" "metrics_listen" "device" "admin_token_file" "bricks" "brick_dir")) }}
+{{- with .Values.config.serverConfig.brick_dir }}
+{{- if not (hasKey $owned "brick_dir") }}
+brick_dir: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- range .Values.bricks }}
+bricks {
+  name: {{ .name | quote }}
+  path: {{ .path | quote }}
+  {{- with .sha256 }}
+  sha256: {{ . | quote }}
+  {{- end }}
+}
+{{- end }}
 {{- end }}
 
 {{/* Combinations the schema cannot express; each fails with the value to change. */}}
@@ -118,6 +146,26 @@ Skipped: null (an unset optional field) and 0 (the server's default either way).
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $i, $b := .Values.bricks }}
+{{- if hasKey $seen $b.name }}
+{{- fail (printf "bricks[%d].name %q is listed twice (also bricks[%d]); brick names must be unique" $i $b.name (get $seen $b.name)) }}
+{{- end }}
+{{- $_ := set $seen $b.name $i }}
+{{- end }}
+{{- $bv := .Values.brickVolume }}
+{{- if $bv.enabled }}
+{{- if not $bv.existingClaim }}
+{{- fail "brickVolume.enabled needs brickVolume.existingClaim (a claim holding the brick directories)" }}
+{{- end }}
+{{- if and $bv.watch .Values.config.serverConfig.brick_dir }}
+{{- fail (printf "config.serverConfig.brick_dir=%q and brickVolume.watch=true both name the watched directory; with brickVolume.watch the chart sets brick_dir to brickVolume.mountPath (%s): unset one" .Values.config.serverConfig.brick_dir $bv.mountPath) }}
+{{- end }}
+{{- $taken := dict (trimSuffix "/" $m.mountPath) "model.mountPath" (include "brickserve.configDir" .) "the config mount" "/tmp" "the /tmp emptyDir" (include "brickserve.adminTokenDir" .) "the admin token mount" }}
+{{- with get $taken (trimSuffix "/" $bv.mountPath) }}
+{{- fail (printf "brickVolume.mountPath %s is already %s; pick another directory" $bv.mountPath .) }}
+{{- end }}
 {{- end }}
 {{- $pdb := .Values.podDisruptionBudget }}
 {{- if and $pdb.enabled (eq (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable)) }}
