@@ -19,6 +19,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "brickserve/v1/bricks.grpc.pb.h"
 #include "brickserve/v1/inference.grpc.pb.h"
 #include "engine/cli/flags.h"
 #include "grpcpp/grpcpp.h"
@@ -44,6 +46,11 @@ struct Options {
   int priority = 0;
   bool allow_remote = false;
   bool json = false;
+  std::string bricks;             // comma-separated: request i names bricks[i % n]
+  std::string churn_brick;        // reloaded in a loop during the run (LoadBrick), alternating paths
+  std::string churn_paths;        // comma-separated brick directories on the server
+  int churn_interval_ms = 500;
+  std::string admin_token;
 };
 
 struct RequestResult {
@@ -98,6 +105,34 @@ RequestResult RunOne(InferenceService::Stub* stub, const brickserve::v1::Generat
   return out;
 }
 
+// Loads `o.churn_brick` from the next of `o.churn_paths` every interval until `stop`; returns the
+// duration of each LoadBrick call (a brick update while the streams run).
+std::vector<double> Churn(const Options& o, const std::shared_ptr<grpc::Channel>& channel, const std::atomic<bool>& stop,
+                          int* failures) {
+  auto bricks = brickserve::v1::Bricks::NewStub(channel);
+  const std::vector<std::string> paths = absl::StrSplit(o.churn_paths, ',', absl::SkipEmpty());
+  std::vector<double> took;
+  for (size_t i = 0; !stop.load() && !paths.empty(); ++i) {
+    brickserve::v1::LoadBrickRequest r;
+    r.set_name(o.churn_brick);
+    r.set_path(paths[i % paths.size()]);
+    brickserve::v1::BrickInfo info;
+    grpc::ClientContext context;
+    if (!o.admin_token.empty()) context.AddMetadata("authorization", "Bearer " + o.admin_token);
+    const Clock::time_point t0 = Clock::now();
+    const grpc::Status st = bricks->LoadBrick(&context, r, &info);
+    if (st.ok()) {
+      took.push_back(Seconds(Clock::now() - t0));
+    } else {
+      ++*failures;
+      std::cerr << "load_gen: LoadBrick " << r.path() << ": " << st.error_message() << "\n";
+    }
+    const auto until = Clock::now() + std::chrono::milliseconds(o.churn_interval_ms);
+    while (!stop.load() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return took;
+}
+
 int Run(const Options& o) {
   auto channel = grpc::CreateChannel(o.target, grpc::InsecureChannelCredentials());
   auto stub = InferenceService::NewStub(channel);
@@ -116,6 +151,7 @@ int Run(const Options& o) {
   std::uniform_int_distribution<int32_t> token(3, info.vocab_size() - 1);
   std::vector<int32_t> shared(static_cast<size_t>(o.shared_prefix_tokens));
   for (auto& t : shared) t = token(rng);
+  const std::vector<std::string> brick_names = absl::StrSplit(o.bricks, ',', absl::SkipEmpty());
   std::vector<brickserve::v1::GenerateRequest> requests(static_cast<size_t>(o.requests));
   std::vector<double> arrival_s(requests.size(), 0.0);
   std::exponential_distribution<double> gap(o.rate > 0 ? o.rate : 1.0);
@@ -127,6 +163,7 @@ int Run(const Options& o) {
     r.set_max_new_tokens(o.max_new_tokens);
     r.set_ignore_eos(true);
     r.set_priority(o.priority);
+    if (!brick_names.empty()) r.add_bricks(brick_names[i % brick_names.size()]);
     if (o.rate > 0) t += gap(rng);
     arrival_s[i] = t;
   }
@@ -137,6 +174,11 @@ int Run(const Options& o) {
   const Clock::time_point start = Clock::now();
   const Clock::time_point stop_at = start + std::chrono::duration_cast<Clock::duration>(
                                                 std::chrono::duration<double>(o.max_seconds));
+  std::atomic<bool> churn_stop{false};
+  int churn_failures = 0;
+  std::vector<double> churn_s;
+  std::thread churn;
+  if (!o.churn_brick.empty()) churn = std::thread([&] { churn_s = Churn(o, channel, churn_stop, &churn_failures); });
   std::vector<std::thread> workers;
   for (int w = 0; w < o.concurrency; ++w) {
     workers.emplace_back([&] {
@@ -151,6 +193,8 @@ int Run(const Options& o) {
   }
   for (auto& w : workers) w.join();
   const double wall_s = Seconds(Clock::now() - start);
+  churn_stop.store(true);
+  if (churn.joinable()) churn.join();
 
   std::vector<double> ttft, itl, e2e;
   std::map<std::string, int> errors;
@@ -182,7 +226,9 @@ int Run(const Options& o) {
       {"requests_per_s", ok / wall_s},
       {"ttft_p50_s", Percentile(ttft, 50)}, {"ttft_p99_s", Percentile(ttft, 99)},
       {"itl_p50_s", Percentile(itl, 50)}, {"itl_p99_s", Percentile(itl, 99)},
-      {"e2e_p50_s", Percentile(e2e, 50)}, {"e2e_p99_s", Percentile(e2e, 99)}, {"errors", errors}};
+      {"e2e_p50_s", Percentile(e2e, 50)}, {"e2e_p99_s", Percentile(e2e, 99)}, {"errors", errors},
+      {"bricks", o.bricks}, {"brick_loads", churn_s.size()}, {"brick_load_failures", churn_failures},
+      {"brick_load_p50_s", Percentile(churn_s, 50)}, {"brick_load_max_s", Percentile(churn_s, 100)}};
   if (o.json) {
     std::cout << report.dump() << "\n";
   } else {
@@ -209,6 +255,11 @@ int main(int argc, char** argv) {
   flags.Int("seed", &o.seed, "seed of prompts and arrival times");
   flags.Int("priority", &o.priority, "priority of every request");
   flags.Bool("allow-remote", &o.allow_remote, "allow a non-loopback target");
+  flags.String("bricks", &o.bricks, "comma-separated brick names: request i names the (i mod n)-th");
+  flags.String("churn-brick", &o.churn_brick, "a brick name to reload (LoadBrick) in a loop during the run");
+  flags.String("churn-paths", &o.churn_paths, "comma-separated server-side brick directories the churn alternates");
+  flags.Int("churn-interval-ms", &o.churn_interval_ms, "pause between two churn loads");
+  flags.String("admin-token", &o.admin_token, "Bricks admin token, if the server has one");
   flags.Bool("json", &o.json, "one JSON line instead of an indented report");
   if (absl::Status s = flags.Parse(argc, argv, 1); !s.ok()) {
     std::cerr << s.message() << "\n" << flags.Usage();

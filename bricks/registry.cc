@@ -98,7 +98,9 @@ absl::StatusOr<BrickStatus> BrickRegistry::Load(const std::string& name, const s
   Entry& e = *slot;
   // The entry's previous version may be evicted to make room; it stays live while requests hold it.
   std::shared_ptr<const Brick> previous = std::move(e.brick);
-  absl::Status room = MakeRoom(brick->size_bytes(), &e);
+  // An idle previous version goes away with the swap, so its memory counts as free.
+  const size_t freed = previous != nullptr && previous.use_count() == 1 ? previous->size_bytes() : 0;
+  absl::Status room = MakeRoom(brick->size_bytes() > freed ? brick->size_bytes() - freed : 0, &e);
   if (!room.ok()) {
     if (is_new) {
       entries_.erase(name);

@@ -131,6 +131,24 @@ TEST_F(RegistryTest, BudgetEvictsIdleBricksLeastRecentlyUsedAndReloadsOnUse) {
   EXPECT_EQ(reg->stats().reloads, 1u);
 }
 
+TEST_F(RegistryTest, UpdateAtTheBudgetReplacesAnIdleVersionButNotAHeldOne) {
+  const size_t b = SizeOf("b_r16_all");
+  auto reg = MakeRegistry(b);
+  auto first = reg->Load("x", Path("b_r16_all"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Idle: the old version is dropped by the swap, so the new one fits.
+  auto second = reg->Load("x", Path("b_r16_all"));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(reg->stats().resident_bytes, b);
+  // Held by a request: both versions would be resident, beyond the budget; the held one stays.
+  auto held = reg->Acquire(std::vector<std::string>{"x"});
+  ASSERT_TRUE(held.ok());
+  auto third = reg->Load("x", Path("b_r16_all"));
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted) << third.status();
+  EXPECT_EQ(reg->Get("x")->state, BrickState::kReady);
+  EXPECT_EQ(reg->stats().resident_bytes, b);
+}
+
 TEST_F(RegistryTest, BricksInUseAreNeverEvicted) {
   const size_t a = SizeOf("a_r8_qv"), b = SizeOf("b_r16_all"), c = SizeOf("c_r4_rslora_mlp");
   auto reg = MakeRegistry(a + b);

@@ -1,0 +1,185 @@
+// LoRA benchmark (docs/BENCHMARKS.md "LoRA bricks"): generation throughput of one batch of
+// --batch requests whose adapters are spread over 0, 1, 8, 32 distinct LoRA bricks (request i uses
+// adapter i mod D; D = 0 is the base model alone), and the time to load one brick.
+//
+//   throughput   all requests submitted at once: generated tokens / wall time (prefill included)
+//   decode       after the last request's first token: (tokens generated after it) / time
+//
+// Each figure is the median of --runs runs after one warm-up. Adapters come from
+// bench/make_random_adapters.py (rank 16 on every projection by default).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <future>
+#include <mutex>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "bricks/brick_loader.h"
+#include "engine/engine.h"
+
+namespace brickserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Options {
+  std::string model_dir, adapters_dir;
+  std::vector<int> distinct = {0, 1, 8, 32};
+  int batch = 32, prompt = 16, new_tokens = 64, runs = 3, threads = 0;
+};
+
+[[noreturn]] void Usage(const char* msg) {
+  std::fprintf(stderr,
+               "lora_bench: %s\nusage: lora_bench --model DIR --adapters DIR [--distinct 0,1,8,32] [--batch 32]\n"
+               "                  [--prompt 16] [--new 64] [--runs 3] [--threads T]\n",
+               msg);
+  std::exit(2);
+}
+
+Options Parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) Usage(("missing value for " + a).c_str());
+    const std::string v = argv[++i];
+    int n = 0;
+    if (a == "--model") o.model_dir = v;
+    else if (a == "--adapters") o.adapters_dir = v;
+    else if (a == "--distinct") {
+      o.distinct.clear();
+      for (auto part : absl::StrSplit(v, ',')) {
+        if (!absl::SimpleAtoi(part, &n) || n < 0) Usage("bad --distinct");
+        o.distinct.push_back(n);
+      }
+    } else if (!absl::SimpleAtoi(v, &n) || n < 0) Usage(("bad value for " + a).c_str());
+    else if (a == "--batch") o.batch = n;
+    else if (a == "--prompt") o.prompt = n;
+    else if (a == "--new") o.new_tokens = n;
+    else if (a == "--runs") o.runs = std::max(1, n);
+    else if (a == "--threads") o.threads = n;
+    else Usage(("unknown flag " + a).c_str());
+  }
+  if (o.model_dir.empty() || o.adapters_dir.empty()) Usage("--model and --adapters are required");
+  return o;
+}
+
+struct RunResult {
+  double tok_per_s = 0, decode_tok_per_s = 0;
+};
+
+RunResult RunBatch(Engine& engine, const std::vector<GenerationRequest>& requests) {
+  std::mutex mu;
+  std::vector<Clock::time_point> first(requests.size());
+  std::vector<int> tokens(requests.size(), 0);
+  std::vector<std::vector<Clock::time_point>> times(requests.size());
+  std::vector<std::promise<void>> done(requests.size());
+  const Clock::time_point t0 = Clock::now();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto on_piece = [&, i](const StreamPiece& p) {
+      std::lock_guard<std::mutex> lock(mu);
+      for (size_t k = 0; k < p.tokens.size(); ++k) times[i].push_back(Clock::now());
+      return true;
+    };
+    auto st = engine.Submit(requests[i], {}, on_piece, [&, i](absl::StatusOr<GenerationResult> r) {
+      if (!r.ok()) std::fprintf(stderr, "lora_bench: %s\n", r.status().ToString().c_str());
+      else tokens[i] = r->completion_tokens;
+      done[i].set_value();
+    });
+    if (!st.ok()) Usage(st.status().ToString().c_str());
+  }
+  for (auto& d : done) d.get_future().wait();
+  const double wall = Since(t0);
+  RunResult r;
+  int total = 0;
+  Clock::time_point last_first = t0, end = t0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    total += tokens[i];
+    if (!times[i].empty()) {
+      last_first = std::max(last_first, times[i].front());
+      end = std::max(end, times[i].back());
+    }
+  }
+  int after = 0;
+  for (const auto& t : times) after += static_cast<int>(std::count_if(t.begin(), t.end(), [&](auto x) { return x > last_first; }));
+  r.tok_per_s = total / wall;
+  r.decode_tok_per_s = after / std::chrono::duration<double>(end - last_first).count();
+  return r;
+}
+
+int Main(int argc, char** argv) {
+  const Options o = Parse(argc, argv);
+  EngineOptions eo;
+  eo.model_dir = o.model_dir;
+  eo.device.threads = o.threads;
+  eo.max_running = o.batch;
+  eo.max_batch_tokens = std::max(512, o.batch);
+  eo.kv_cache_tokens = o.batch * (o.prompt + o.new_tokens + 16);
+  eo.prefix_cache = false;
+  auto engine = Engine::Load(eo);
+  if (!engine.ok()) Usage(engine.status().ToString().c_str());
+  const BaseModel base{(*engine)->config(), o.model_dir, (*engine)->device()};
+
+  const int max_d = *std::max_element(o.distinct.begin(), o.distinct.end());
+  std::vector<std::shared_ptr<Brick>> bricks;
+  std::vector<double> load_s;
+  for (int i = 0; i < max_d; ++i) {
+    const Clock::time_point t0 = Clock::now();
+    auto b = LoadBrickFromPath(o.adapters_dir + "/adapter-" + std::to_string(i), base);
+    load_s.push_back(Since(t0));
+    if (!b.ok()) Usage(b.status().ToString().c_str());
+    bricks.push_back(*std::move(b));
+  }
+  if (!bricks.empty()) {
+    std::printf("brick load: median %.1f ms over %zu loads (read, SHA-256, validate, bind); %.1f MiB each\n",
+                1e3 * Median(load_s), load_s.size(), bricks[0]->size_bytes() / 1048576.0);
+  }
+
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> tok(3, (*engine)->config().vocab_size - 1);
+  double base_tps = 0, base_decode = 0;
+  std::printf("%-10s %12s %8s %14s %8s\n", "adapters", "tok/s", "vs base", "decode tok/s", "vs base");
+  for (int d : o.distinct) {
+    std::vector<RunResult> runs;
+    for (int run = 0; run <= o.runs; ++run) {
+      std::vector<GenerationRequest> reqs(o.batch);
+      for (int i = 0; i < o.batch; ++i) {
+        reqs[i].prompt_ids.push_back(1);
+        for (int k = 1; k < o.prompt; ++k) reqs[i].prompt_ids.push_back(tok(rng));
+        reqs[i].max_new_tokens = o.new_tokens;
+        reqs[i].ignore_eos = true;
+        if (d > 0) (void)bricks[i % d]->Apply(1.0f, reqs[i]);
+      }
+      const RunResult r = RunBatch(**engine, reqs);
+      if (run > 0) runs.push_back(r);  // run 0 warms up
+    }
+    std::vector<double> tps, dec;
+    for (const auto& r : runs) {
+      tps.push_back(r.tok_per_s);
+      dec.push_back(r.decode_tok_per_s);
+    }
+    const double t = Median(tps), dd = Median(dec);
+    if (d == 0) {
+      base_tps = t;
+      base_decode = dd;
+    }
+    std::printf("%-10d %12.1f %7.0f%% %14.1f %7.0f%%\n", d, t, base_tps > 0 ? 100 * t / base_tps : 0, dd,
+                base_decode > 0 ? 100 * dd / base_decode : 0);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace brickserve
+
+int main(int argc, char** argv) { return brickserve::Main(argc, argv); }
