@@ -16,6 +16,7 @@
 #   BENCH_REPEATS          runs per concurrency                        (default: 1)
 #   BENCH_SERVER_FLAGS     extra `brickserve serve` flags  (default: "--kv-cache-tokens 16384 --max-running-requests 64")
 #   BENCH_MAX_SECONDS      bound of one load_gen run                   (default: 900)
+#   BENCH_LOAD_GEN_FLAGS   extra load_gen flags, e.g. "--bricks a0,a1 --churn-brick hot --churn-paths /x,/y"
 #   PYTHON                 Python with numpy and torch (to make the model)   (default: /usr/bin/python3)
 set -euo pipefail
 
@@ -31,6 +32,7 @@ RATE="${BENCH_RATE:-20}"
 REPEATS="${BENCH_REPEATS:-1}"
 SERVER_FLAGS="${BENCH_SERVER_FLAGS:---kv-cache-tokens 16384 --max-running-requests 64}"
 MAX_SECONDS="${BENCH_MAX_SECONDS:-900}"
+LOAD_GEN_FLAGS="${BENCH_LOAD_GEN_FLAGS:-}"
 PYTHON="${PYTHON:-/usr/bin/python3}"
 
 log() { echo "run_load_bench: $*" >&2; }
@@ -70,16 +72,18 @@ for c in $CONCURRENCY; do
   n=$(( c * PER_SLOT )); (( n >= 4 )) || n=4
   for r in $(seq 1 "$REPEATS"); do
     log "concurrency $c: $n requests (run $r of $REPEATS)"
+    # shellcheck disable=SC2086
     "$LOAD_GEN" --target "$ADDRESS" --requests "$n" --concurrency "$c" --rate "$RATE" --prompt-tokens "$PROMPT" \
-      --max-new-tokens "$NEW" --max-seconds "$MAX_SECONDS" --seed "$r" --json | tee -a "$LOG_DIR/load.jsonl"
+      --max-new-tokens "$NEW" --max-seconds "$MAX_SECONDS" --seed "$r" --json $LOAD_GEN_FLAGS | tee -a "$LOG_DIR/load.jsonl"
   done
 done
 
 "$PYTHON" - "$LOG_DIR/load.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"{'conc':>5} {'reqs':>5} {'ok':>4} {'out tok/s':>10} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8}")
+print(f"{'conc':>5} {'reqs':>5} {'ok':>4} {'out tok/s':>10} {'TTFT p50':>9} {'TTFT p99':>9} {'ITL p50':>8} {'ITL p99':>8} {'loads':>6} {'load p50':>9}")
 for r in rows:
     print(f"{r['concurrency']:>5} {r['requests']:>5} {r['ok']:>4} {r['output_tokens_per_s']:>10.1f} "
-          f"{r['ttft_p50_s']:>9.3f} {r['ttft_p99_s']:>9.3f} {r['itl_p50_s']:>8.3f} {r['itl_p99_s']:>8.3f}")
+          f"{r['ttft_p50_s']:>9.3f} {r['ttft_p99_s']:>9.3f} {r['itl_p50_s']:>8.3f} {r['itl_p99_s']:>8.3f} "
+          f"{r.get('brick_loads', 0):>6} {r.get('brick_load_p50_s') or float('nan'):>9.3f}")
 EOF

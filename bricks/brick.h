@@ -16,6 +16,8 @@
 
 namespace brickserve {
 
+class CoreGuard;
+
 enum class BrickKind { kLora };
 absl::string_view BrickKindName(BrickKind kind);  // "lora"
 
@@ -24,6 +26,8 @@ struct BaseModel {
   ModelConfig config;
   std::string model_dir;
   Device* device = nullptr;
+  // When set, LoRA bricks whose deltas would move the model's core region are refused (not owned).
+  const CoreGuard* core_guard = nullptr;
 };
 
 class Brick : public std::enable_shared_from_this<Brick> {

@@ -6,6 +6,7 @@
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "engine/model/calibration_text.h"
 #include "engine/util/status_macros.h"
 
 namespace brickserve {
@@ -188,6 +189,64 @@ absl::StatusOr<ScoreResult> Engine::Score(std::span<const int32_t> ids, int top_
     out.tokens.push_back(std::move(t));
   }
   return out;
+}
+
+absl::StatusOr<CoreMap> Engine::ComputeCoreMap(std::span<const int32_t> ids, const CoreMapOptions& options) {
+  if (ids.empty()) return absl::InvalidArgumentError("core map: the calibration text has no tokens");
+  for (int32_t id : ids) {
+    if (id < 0 || id >= config_.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("core map: calibration token id ", id, " is outside the vocabulary"));
+    }
+  }
+  CoreMapRecorder recorder(config_);
+  const auto run = [&]() -> absl::Status {
+    std::vector<float> no_logits;
+    const size_t window = static_cast<size_t>(max_context_);
+    const size_t chunk = static_cast<size_t>(model_->max_batch_tokens());
+    // Each window is a sequence of its own from position 0, like the start of a request.
+    for (size_t w0 = 0; w0 < ids.size(); w0 += window) {
+      const auto win = ids.subspan(w0, std::min(window, ids.size() - w0));
+      BlockTable table(blocks_.get());
+      BS_RETURN_IF_ERROR(table.Reserve(static_cast<int>(win.size())));
+      for (size_t off = 0; off < win.size(); off += chunk) {
+        const size_t n = std::min(chunk, win.size() - off);
+        SequenceInput in{win.subspan(off, n), static_cast<int32_t>(off), table.blocks(), LogitRows::kNone};
+        BS_RETURN_IF_ERROR(model_->Forward(std::span<const SequenceInput>(&in, 1), kv_cache_, &no_logits));
+        recorder.AddTokens(static_cast<int64_t>(n));
+      }
+    }
+    return absl::OkStatus();
+  };
+  BS_RETURN_IF_ERROR(scheduler_->RunExclusive([&] {
+    model_->set_probe([&recorder](int l, ProbePoint p, std::span<const float> v) { recorder.Observe(l, p, v); });
+    const absl::Status st = run();
+    model_->set_probe(nullptr);
+    return st;
+  }));
+  return recorder.Finish(options_.model_dir, options);
+}
+
+absl::StatusOr<CoreMap> Engine::LoadOrComputeCoreMap(const std::string& path, const CoreMapOptions& options,
+                                                     bool* computed, absl::Status* write_status,
+                                                     bool replace_stale) {
+  if (computed != nullptr) *computed = false;
+  if (write_status != nullptr) *write_status = absl::OkStatus();
+  if (std::filesystem::exists(path)) {
+    absl::StatusOr<CoreMap> read = ReadCoreMapFor(path, options_.model_dir, config_);
+    if (read.ok() && read->ratio_threshold != options.ratio) {
+      read = absl::FailedPreconditionError(absl::StrCat("core map ", path, " was computed at ratio ",
+                                                        read->ratio_threshold, ", not ", options.ratio));
+    }
+    // A cache of another model or ratio is recomputed; a map the operator named is never replaced.
+    if (read.ok() || !replace_stale) return read;
+  }
+  const std::vector<int32_t> ids = tokenizer_->Encode(DefaultCalibrationText(), /*add_special_tokens=*/true);
+  BS_ASSIGN_OR_RETURN(CoreMap map, ComputeCoreMap(ids, options));
+  if (computed != nullptr) *computed = true;
+  const absl::Status written = WriteCoreMap(map, path);
+  if (write_status != nullptr) *write_status = written;
+  return map;
 }
 
 }  // namespace brickserve

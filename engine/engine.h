@@ -12,6 +12,7 @@
 #include "engine/generate/generation.h"
 #include "engine/kv/block_pool.h"
 #include "engine/model/config.h"
+#include "engine/model/core_map.h"
 #include "engine/model/llama_model.h"
 #include "engine/serving/engine_stats.h"
 #include "engine/serving/scheduler.h"
@@ -82,6 +83,21 @@ class Engine {
 
   // Log-probabilities of each token of `ids` given the ones before it.
   absl::StatusOr<ScoreResult> Score(std::span<const int32_t> ids, int top_logprobs);
+
+  // The core map of the loaded model on `calibration_ids` (the default: DefaultCalibrationText()
+  // encoded with special tokens). The passes run between scheduler steps, like Score, in windows of
+  // at most max_context tokens; the base norms are then read from the checkpoint.
+  absl::StatusOr<CoreMap> ComputeCoreMap(std::span<const int32_t> calibration_ids, const CoreMapOptions& options = {});
+
+  // Start-up: the map at `path` when it exists (FAILED_PRECONDITION when it belongs to another model:
+  // a stale map is refused, never silently replaced); otherwise computed on DefaultCalibrationText()
+  // and written to `path`. A failed write (a read-only model directory) does not fail the call: it is
+  // reported in `*write_status` for the caller to log. `*computed` says which way the map came.
+  // With `replace_stale` (a cache at a default path), a map of another model or ratio is recomputed
+  // and overwritten instead.
+  absl::StatusOr<CoreMap> LoadOrComputeCoreMap(const std::string& path, const CoreMapOptions& options = {},
+                                               bool* computed = nullptr, absl::Status* write_status = nullptr,
+                                               bool replace_stale = false);
 
  private:
   Engine() = default;

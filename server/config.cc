@@ -90,6 +90,10 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
                               {"brick_dir_poll_s", c->brick_dir_poll_s()}}) {
     if (auto s = NonNegative(field, value); !s.ok()) return s;
   }
+  if (c->core_guard_max_relative_delta() < 0 || c->core_map_ratio() < 0) {
+    return absl::InvalidArgumentError(c->core_map_ratio() < 0 ? "core_map_ratio must not be negative"
+                                                              : "core_guard_max_relative_delta must not be negative");
+  }
   if (c->brick_memory_budget_mb() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("brick_memory_budget_mb = ", c->brick_memory_budget_mb(), " must not be negative"));

@@ -22,7 +22,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
     if (!token.ok()) return token.status();
     admin_token = *std::move(token);
   }
-  const BaseModel base{engine->config(), engine->info().model_dir, engine->device()};
+  if (absl::Status s = server->StartCoreGuard(config); !s.ok()) return s;
+  const BaseModel base{engine->config(), engine->info().model_dir, engine->device(), server->core_guard_.get()};
   server->bricks_ = std::make_unique<BrickRegistry>(
       [base](const std::string& path) { return LoadBrickFromPath(path, base); },
       BrickRegistryOptions{static_cast<size_t>(config.brick_memory_budget_mb()) << 20});
@@ -81,6 +82,30 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
   server->server_->GetHealthCheckService()->SetServingStatus(v1::InferenceService::service_full_name(), true);
   server->ready_ = true;
   return server;
+}
+
+absl::Status Server::StartCoreGuard(const v1::ServerConfig& config) {
+  if (config.has_core_guard() && !config.core_guard()) return absl::OkStatus();
+  const std::string path =
+      !config.core_map().empty() ? config.core_map() : engine_->info().model_dir + "/core_map.json";
+  CoreMapOptions map_options;
+  if (config.core_map_ratio() > 0) map_options.ratio = config.core_map_ratio();
+  bool computed = false;
+  absl::Status write_status;
+  // The default path is a cache: recomputed when it belongs to another model (a model updated in
+  // place) or ratio. A map the operator named is used as is, or refused.
+  auto map = engine_->LoadOrComputeCoreMap(path, map_options, &computed, &write_status,
+                                           /*replace_stale=*/config.core_map().empty());
+  if (!map.ok()) return absl::Status(map.status().code(), absl::StrCat("core map: ", map.status().message()));
+  if (!write_status.ok()) {
+    std::cerr << "brickserve: core map computed but not cached (" << write_status.message() << ")\n";
+  }
+  std::cerr << "brickserve: core map " << (computed ? "computed" : "read from " + path) << ": " << map->Summary()
+            << "\n";
+  CoreGuardOptions guard_options;
+  if (config.core_guard_max_relative_delta() > 0) guard_options.max_relative_delta = config.core_guard_max_relative_delta();
+  core_guard_ = std::make_unique<CoreGuard>(*std::move(map), guard_options);
+  return absl::OkStatus();
 }
 
 Server::~Server() { Shutdown(std::chrono::milliseconds(0)); }

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "brickserve/v1/server_config.pb.h"
 #include "bricks/brick_dir_watcher.h"
+#include "bricks/core_guard/core_guard.h"
 #include "bricks/registry.h"
 #include "engine/engine.h"
 #include "grpcpp/server.h"
@@ -31,6 +32,9 @@ class Server {
   static absl::StatusOr<std::unique_ptr<Server>> Start(Engine* engine, const v1::ServerConfig& config);
   ~Server();
 
+  // The guard bricks are checked with; null when core_guard is off.
+  const CoreGuard* core_guard() const { return core_guard_.get(); }
+
   // The address actually bound: the configured host with the chosen port (port 0 picks one).
   const std::string& address() const { return address_; }
   // The metrics/health HTTP address actually bound; empty when metrics_listen is not set.
@@ -50,12 +54,14 @@ class Server {
 
  private:
   Server() = default;
+  absl::Status StartCoreGuard(const v1::ServerConfig& config);
 
   Limits limits_;
   std::string address_;
   int port_ = 0;
   Engine* engine_ = nullptr;
   RequestStats stats_;
+  std::unique_ptr<CoreGuard> core_guard_;  // read by brick loads
   std::unique_ptr<BrickRegistry> bricks_;  // before what uses it: destroyed after them
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<InferenceService> service_;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "bricks/core_guard/core_guard.h"
 #include "bricks/lora/peft_config.h"
 #include "engine/model/safetensors.h"
 #include "engine/util/status_macros.h"
@@ -141,10 +142,14 @@ absl::StatusOr<std::shared_ptr<LoraBrick>> LoraBrick::Load(const std::string& di
       return absl::FailedPreconditionError(absl::StrCat("tensor \"", a_name, "\" has rank ", ab.first->shape[0],
                                                         " but adapter_config.json says r = ", rank));
     }
+    const float scale = static_cast<float>(config.ScaleFor(module));
+    if (base.core_guard != nullptr) {
+      BS_RETURN_IF_ERROR(base.core_guard->CheckLoraPair(layer, t, *ab.first, *ab.second, scale));
+    }
     LoraPair& pair = adapter.layers[layer][ti];
     BS_ASSIGN_OR_RETURN(pair.a, base.device->UploadWeight(*ab.first));
     BS_ASSIGN_OR_RETURN(pair.b, base.device->UploadWeight(*ab.second));
-    pair.scale = static_cast<float>(config.ScaleFor(module));
+    pair.scale = scale;
     adapter.bytes += DTypeSize(ab.first->dtype) * static_cast<size_t>(ab.first->shape[0] * ab.first->shape[1]) +
                      DTypeSize(ab.second->dtype) * static_cast<size_t>(ab.second->shape[0] * ab.second->shape[1]);
     targets.insert(ti);

@@ -126,6 +126,14 @@ absl::Status LlamaModel::ApplyLora(int layer, LoraTarget t, const Buffer& x, Buf
   return device_->AddLora(x, lora_segments_, y);
 }
 
+absl::Status LlamaModel::Probe(int layer, ProbePoint point, const Buffer& buf, size_t n) {
+  probe_host_.resize(n);
+  BS_RETURN_IF_ERROR(device_->CopyToHost(buf, 0, probe_host_));
+  BS_RETURN_IF_ERROR(device_->Synchronize());
+  probe_(layer, point, probe_host_);
+  return absl::OkStatus();
+}
+
 absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits) {
   const auto& c = config_;
   const auto& W = *weights_;
@@ -193,9 +201,13 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
     BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kGate, normed_, gate_));
     BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kUp, normed_, up_));
     BS_RETURN_IF_ERROR(d.SwiGlu(gate_, up_, static_cast<size_t>(rows) * c.intermediate_size, gate_));
+    const size_t n_inter = static_cast<size_t>(rows) * c.intermediate_size;
+    if (probe_) BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kDownInput, gate_, n_inter));
     BS_RETURN_IF_ERROR(d.MatMul(gate_, rows, L.down, nullptr, proj_));
     BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kDown, gate_, proj_));
+    if (probe_) BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kDownOutput, proj_, n_hidden));
     BS_RETURN_IF_ERROR(d.Add(hidden_, proj_, n_hidden));
+    if (probe_) BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kResidual, hidden_, n_hidden));
   }
   // Only the rows that need logits go through the final norm and the (large) LM head, a bounded
   // number of rows at a time so the logits buffer stays small.

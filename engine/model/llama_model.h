@@ -2,6 +2,7 @@
 // interface: the same code drives the CPU backend and, later, the CUDA backend.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -26,6 +27,14 @@ struct SequenceInput {
   std::span<const LoraUse> loras;        // adapters applied to this sequence's rows, in order
 };
 
+// Where an ActivationProbe sees a layer's activations (row-major [rows, width] on the host).
+enum class ProbePoint {
+  kResidual,    // the hidden state after the layer [rows, hidden_size]
+  kDownInput,   // silu(gate)·up, the input of down_proj [rows, intermediate_size]
+  kDownOutput,  // down_proj's output before it is added to the residual [rows, hidden_size]
+};
+using ActivationProbe = std::function<void(int layer, ProbePoint point, std::span<const float> values)>;
+
 struct LlamaWeights;
 
 class LlamaModel {
@@ -45,12 +54,18 @@ class LlamaModel {
   // logits [rows, vocab] for the rows that asked for them, in batch order.
   absl::Status Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits);
 
+  // Calibration only (the core map): while set, Forward copies the probed activations to the host
+  // and calls `probe` (a device sync per call). Unset (the default), Forward pays nothing for it.
+  // Set and clear it on the thread that runs Forward.
+  void set_probe(ActivationProbe probe) { probe_ = std::move(probe); }
+
  private:
   static constexpr int kLogitRowsPerPass = 32;
   LlamaModel(const ModelConfig& config, Device* device, int max_batch_tokens);
   absl::Status AllocateWorkspace();
   // y += the LoRA deltas of layer `layer` / projection `t` for the rows that use adapters.
   absl::Status ApplyLora(int layer, LoraTarget t, const Buffer& x, Buffer& y);
+  absl::Status Probe(int layer, ProbePoint point, const Buffer& buf, size_t n);
 
   ModelConfig config_;
   Device* device_;
@@ -60,6 +75,8 @@ class LlamaModel {
   // Activation buffers, sized for max_batch_tokens rows.
   LoraBatch lora_batch_;  // this step's rows grouped by adapter
   std::vector<LoraSegment> lora_segments_;
+  ActivationProbe probe_;
+  std::vector<float> probe_host_;
   Buffer hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, logits_rows_, logits_;
 };
 

@@ -80,7 +80,8 @@ VARIANTS = {
         "bricksAdmin": {"existingSecret": "brickserve-admin", "secretKey": "admin.token"},
         "brickVolume": {"enabled": True, "existingClaim": "bricks-ro"},
         "config": {"serverConfig": {"brick_memory_budget_mb": 4096, "brick_dir_poll_s": 5,
-                                    "limits": {"max_bricks_per_request": 4}}},
+                                    "core_map": "/tmp/core_map.json", "core_guard_max_relative_delta": 0.25,
+                                    "core_map_ratio": 80, "limits": {"max_bricks_per_request": 4}}},
     },
     # The claim mounted elsewhere and not watched; a brick_dir in another volume instead.
     "bricks-unwatched": {
@@ -207,10 +208,11 @@ def parse_textproto(text):
         elif line == "}":
             assert stack, f"server config line {n}: unbalanced '}}'"
             stack.pop()
-        elif m := re.fullmatch(r'(\w+):\s*("(?:[^"\\]|\\.)*"|-?\d+|true|false)', line):
+        elif m := re.fullmatch(r'(\w+):\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?|true|false)', line):
             value = m.group(2)
             value = (json.loads(value) if value.startswith('"') else
-                     value == "true" if value in ("true", "false") else int(value))
+                     value == "true" if value in ("true", "false") else
+                     float(value) if "." in value else int(value))
             if stack and stack[0] in REPEATED_MESSAGES:
                 target, key = repeated[stack[0]][-1], ".".join(stack[1:] + [m.group(1)])
             else:
@@ -561,6 +563,13 @@ class ChartTest:
             as_proto = [{"name": b.name, "path": b.path, **({"sha256": b.sha256} if b.sha256 else {})}
                         for b in msg.bricks]
             c.check(as_proto == want, f"ServerConfig.bricks parsed by protobuf are the values' bricks ({as_proto})")
+            sc = values.get("config", {}).get("serverConfig", {})
+            if "core_guard_max_relative_delta" in sc:
+                # A fraction must survive the chart's number rendering (whole numbers print as int64).
+                c.check(abs(msg.core_guard_max_relative_delta - sc["core_guard_max_relative_delta"]) < 1e-12
+                        and msg.core_map_ratio == sc["core_map_ratio"] and msg.core_map == sc["core_map"],
+                        f"core guard settings parsed by protobuf ({msg.core_guard_max_relative_delta}, "
+                        f"{msg.core_map_ratio}, {msg.core_map!r})")
         mounts = {m["name"]: m for m in ctr.get("volumeMounts", [])}
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
 

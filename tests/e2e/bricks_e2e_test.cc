@@ -302,5 +302,40 @@ TEST_F(BricksE2E, HotPlugUnderLoadKeepsEveryStreamOnItsVersion) {
   EXPECT_EQ(list.resident_bytes(), list.bricks(0).size_bytes());
 }
 
+// The core-region guard through the server: on a model with a planted massive dimension (the
+// core_guard fixture) the server computes and caches the core map at start-up, then LoadBrick
+// refuses an adapter that zeroes the dimension's writer and accepts a trained one.
+TEST(BricksCoreGuardE2E, LoadBrickRefusesAnAdapterThatBreaksTheCoreRegion) {
+  const std::string data = std::string(BRICKSERVE_TEST_DATA_DIR) + "/core_guard";
+  if (!std::filesystem::exists(data + "/base_massive/config.json")) {
+    GTEST_SKIP() << "no core-guard data in " << data << ": run tests/reference/make_core_guard_fixture.py "
+                 << "(the ctest fixture core_guard_setup does)";
+  }
+  const std::string map = ::testing::TempDir() + "/core_map_e2e_" + std::to_string(getpid()) + ".json";
+  std::filesystem::remove(map);
+  const std::string config = ::testing::TempDir() + "/core_guard_e2e_" + std::to_string(getpid()) + ".textproto";
+  std::ofstream(config) << "core_map: \"" << map << "\"\n";
+  auto server = ServerProcess::Start(ServerBinary(),
+                                     {"--config", config, "--model", data + "/base_massive", "--listen", "127.0.0.1:0"},
+                                120s);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_TRUE(std::filesystem::exists(map)) << "the computed core map is cached at " << map;
+  auto bricks = v1::Bricks::NewStub(grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  v1::LoadBrickRequest r;
+  r.set_name("broken");
+  r.set_path(data + "/adapters/broken_down_zero");
+  v1::BrickInfo info;
+  grpc::Status s = bricks->LoadBrick(Context().get(), r, &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("core dimension 7 "));
+  EXPECT_THAT(s.error_message(), HasSubstr("layers.1.mlp.down_proj"));
+  r.set_name("trained");
+  r.set_path(data + "/adapters/trained_r8_qvd");
+  s = bricks->LoadBrick(Context().get(), r, &info);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ((*server)->Stop(60s), 0);
+  std::filesystem::remove(map);
+}
+
 }  // namespace
 }  // namespace brickserve::testing

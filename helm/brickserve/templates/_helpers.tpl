@@ -67,8 +67,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Protobuf text format of a map of ServerConfig fields: strings quoted, numbers as integers (Helm
-reads YAML numbers as float64, which would print 4194304 as 4.194304e+06), maps as nested messages.
+Protobuf text format of a map of ServerConfig fields: strings quoted, whole numbers as integers
+(Helm reads YAML numbers as float64, which would print 4194304 as 4.194304e+06), fractions as
+written (core_guard_max_relative_delta: 0.5), maps as nested messages.
 Skipped: null (an unset optional field) and 0 (the server's default either way).
 */}}
 {{- define "brickserve.textproto" -}}
@@ -82,8 +83,12 @@ Skipped: null (an unset optional field) and 0 (the server's default either way).
 {{ $pad }}{{ $key }}: {{ $value | quote }}
 {{- else if kindIs "bool" $value }}
 {{ $pad }}{{ $key }}: {{ $value }}
-{{- else if and (or (kindIs "float64" $value) (kindIs "int" $value) (kindIs "int64" $value)) (ne ($value | int64) 0) }}
+{{- else if or (kindIs "float64" $value) (kindIs "int" $value) (kindIs "int64" $value) }}
+{{- if ne ($value | int64 | float64) ($value | float64) }}
+{{ $pad }}{{ $key }}: {{ $value }}
+{{- else if ne ($value | int64) 0 }}
 {{ $pad }}{{ $key }}: {{ $value | int64 }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
