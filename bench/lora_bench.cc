@@ -5,7 +5,8 @@
 //   throughput   all requests submitted at once: generated tokens / wall time (prefill included)
 //   decode       after the last request's first token: (tokens generated after it) / time
 //
-// Each figure is the median of --runs runs after one warm-up. Adapters come from
+// Each figure is the median of --runs rounds (each round runs every adapter count once, so host
+// speed drift hits all alike) after one warm-up round. Adapters come from
 // bench/make_random_adapters.py (rank 16 on every projection by default).
 #include <algorithm>
 #include <chrono>
@@ -146,11 +147,11 @@ int Main(int argc, char** argv) {
 
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> tok(3, (*engine)->config().vocab_size - 1);
-  double base_tps = 0, base_decode = 0;
-  std::printf("%-10s %12s %8s %14s %8s\n", "adapters", "tok/s", "vs base", "decode tok/s", "vs base");
-  for (int d : o.distinct) {
-    std::vector<RunResult> runs;
-    for (int run = 0; run <= o.runs; ++run) {
+  // Rounds over every adapter count, so a drift of the host's speed hits them all alike.
+  std::vector<std::vector<RunResult>> results(o.distinct.size());
+  for (int run = 0; run <= o.runs; ++run) {
+    for (size_t di = 0; di < o.distinct.size(); ++di) {
+      const int d = o.distinct[di];
       std::vector<GenerationRequest> reqs(o.batch);
       for (int i = 0; i < o.batch; ++i) {
         reqs[i].prompt_ids.push_back(1);
@@ -160,21 +161,24 @@ int Main(int argc, char** argv) {
         if (d > 0) (void)bricks[i % d]->Apply(1.0f, reqs[i]);
       }
       const RunResult r = RunBatch(**engine, reqs);
-      if (run > 0) runs.push_back(r);  // run 0 warms up
+      if (run > 0) results[di].push_back(r);  // round 0 warms up
     }
+  }
+  double base_tps = 0, base_decode = 0;
+  std::printf("%-10s %12s %8s %14s %8s\n", "adapters", "tok/s", "vs base", "decode tok/s", "vs base");
+  for (size_t di = 0; di < o.distinct.size(); ++di) {
     std::vector<double> tps, dec;
-    for (const auto& r : runs) {
+    for (const auto& r : results[di]) {
       tps.push_back(r.tok_per_s);
       dec.push_back(r.decode_tok_per_s);
     }
     const double t = Median(tps), dd = Median(dec);
-    if (d == 0) {
+    if (o.distinct[di] == 0) {
       base_tps = t;
       base_decode = dd;
     }
-    std::printf("%-10d %12.1f %7.0f%% %14.1f %7.0f%%\n", d, t, base_tps > 0 ? 100 * t / base_tps : 0, dd,
-                base_decode > 0 ? 100 * dd / base_decode : 0);
-    std::fflush(stdout);
+    std::printf("%-10d %12.1f %7.0f%% %14.1f %7.0f%%\n", o.distinct[di], t, base_tps > 0 ? 100 * t / base_tps : 0,
+                dd, base_decode > 0 ? 100 * dd / base_decode : 0);
   }
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "bricks/lora/lora_brick.h"
 
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -59,6 +60,24 @@ absl::StatusOr<ParsedName> ParseTensorName(const std::string& full, const std::s
   p.target = *target;
   p.a_or_b = parts[5].back();
   return p;
+}
+
+// PEFT's B [out, rank] as [rank, out], in its own storage type: the device's expand step adds rank
+// scaled rows of it (Device::AddLora).
+HostTensor Transposed(const HostTensor& b) {
+  const int64_t out = b.shape[0], rank = b.shape[1];
+  const size_t esize = DTypeSize(b.dtype);
+  auto buf = std::make_shared<std::vector<std::byte>>(static_cast<size_t>(out * rank) * esize);
+  const auto* src = static_cast<const std::byte*>(b.data);
+  for (int64_t o = 0; o < out; ++o) {
+    for (int64_t j = 0; j < rank; ++j) {
+      std::memcpy(buf->data() + static_cast<size_t>(j * out + o) * esize, src + static_cast<size_t>(o * rank + j) * esize,
+                  esize);
+    }
+  }
+  HostTensor t{b.dtype, {rank, out}, buf->data(), nullptr};
+  t.keep_alive = std::shared_ptr<const void>(buf, buf->data());
+  return t;
 }
 
 absl::StatusOr<std::string> ReadText(const std::string& path) {
@@ -148,7 +167,7 @@ absl::StatusOr<std::shared_ptr<LoraBrick>> LoraBrick::Load(const std::string& di
     }
     LoraPair& pair = adapter.layers[layer][ti];
     BS_ASSIGN_OR_RETURN(pair.a, base.device->UploadWeight(*ab.first));
-    BS_ASSIGN_OR_RETURN(pair.b, base.device->UploadWeight(*ab.second));
+    BS_ASSIGN_OR_RETURN(pair.b, base.device->UploadWeight(Transposed(*ab.second)));
     pair.scale = scale;
     adapter.bytes += DTypeSize(ab.first->dtype) * static_cast<size_t>(ab.first->shape[0] * ab.first->shape[1]) +
                      DTypeSize(ab.second->dtype) * static_cast<size_t>(ab.second->shape[0] * ab.second->shape[1]);
@@ -176,9 +195,10 @@ absl::Status LoraBrick::Validate(const ModelConfig& base) const {
                                                           Shape(p.a.rows, p.a.cols), " but the base model needs ",
                                                           Shape(rank, in)));
       }
-      if (p.b.rows != out || p.b.cols != rank) {
+      // B is held transposed ([rank, out]); messages use PEFT's [out, rank].
+      if (p.b.cols != out || p.b.rows != rank) {
         return absl::FailedPreconditionError(absl::StrCat("tensor \"", PeftLoraTensorName(l, t, 'B'), "\" has shape ",
-                                                          Shape(p.b.rows, p.b.cols), " but the base model needs ",
+                                                          Shape(p.b.cols, p.b.rows), " but the base model needs ",
                                                           Shape(out, rank)));
       }
     }

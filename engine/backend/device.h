@@ -80,10 +80,11 @@ struct AttentionParams {
 
 // One adapter's share of a LoRA product (the SGMV/BGMV shape of Punica and S-LoRA): the batch rows
 // that use the adapter, gathered so the adapter's matrices are read once for all of them.
-// y[rows[i], :] += scale * row_weights[i] * b · (a · x[rows[i], :]).
+// y[rows[i], :] += scale * row_weights[i] * Bᵀ-stored `b` applied to (a · x[rows[i], :]).
 struct LoraSegment {
   const Weight* a = nullptr;  // [rank, in]
-  const Weight* b = nullptr;  // [out, rank]
+  const Weight* b = nullptr;  // [rank, out]: PEFT's B [out, rank] transposed, so the expand step
+                              // streams contiguous rows (a sum of rank scaled rows, no dot products)
   float scale = 1.0f;         // lora_alpha / r (or / sqrt(r) with rsLoRA)
   std::span<const int32_t> rows;
   std::span<const float> row_weights;  // each request's weight for this adapter

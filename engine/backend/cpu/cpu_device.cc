@@ -331,20 +331,22 @@ absl::Status CpuDevice::AddLora(const Buffer& x, std::span<const LoraSegment> se
   for (const LoraSegment& seg : segments) {
     const Weight& a = *seg.a;
     const Weight& b = *seg.b;
-    const int64_t rank = a.rows, in = a.cols, out = b.rows;
-    if (b.cols != rank) {
-      return absl::InvalidArgumentError(absl::StrCat("AddLora: b is [", out, ", ", b.cols, "] for rank ", rank));
+    const int64_t rank = a.rows, in = a.cols, out = b.cols;
+    if (b.rows != rank) {
+      return absl::InvalidArgumentError(absl::StrCat("AddLora: b is [", b.rows, ", ", out, "] for rank ", rank));
     }
     const int n = static_cast<int>(seg.rows.size());
     if (n == 0) continue;
-    for (int32_t r : seg.rows) {
-      if (auto s = CheckSize(x, (static_cast<size_t>(r) + 1) * in, "AddLora input"); !s.ok()) return s;
-      if (auto s = CheckSize(y, (static_cast<size_t>(r) + 1) * out, "AddLora output"); !s.ok()) return s;
+    lora_y_rows_.resize(n);
+    for (int i = 0; i < n; ++i) {
+      const size_t r = static_cast<size_t>(seg.rows[i]);
+      if (auto s = CheckSize(x, (r + 1) * in, "AddLora input"); !s.ok()) return s;
+      if (auto s = CheckSize(y, (r + 1) * out, "AddLora output"); !s.ok()) return s;
+      lora_y_rows_[i] = y.data + r * out;
     }
-    // Gather the adapter's rows, so each of its matrices is streamed once for all of them.
+    // Shrink: gather the adapter's rows so A is streamed once for all of them, t = A x.
     lora_x_.resize(static_cast<size_t>(n) * in);
     lora_t_.resize(static_cast<size_t>(n) * rank);
-    lora_y_.resize(static_cast<size_t>(n) * out);
     for (int i = 0; i < n; ++i) {
       std::memcpy(lora_x_.data() + static_cast<size_t>(i) * in, x.data + static_cast<size_t>(seg.rows[i]) * in,
                   in * sizeof(float));
@@ -356,14 +358,12 @@ absl::Status CpuDevice::AddLora(const Buffer& x, std::span<const LoraSegment> se
       const float f = seg.scale * seg.row_weights[i];
       for (int64_t j = 0; j < rank; ++j) lora_t_[static_cast<size_t>(i) * rank + j] *= f;
     }
-    pool_.ParallelFor(static_cast<size_t>(out), 64, [&](size_t o0, size_t o1) {
-      cpu::MatVecRows(lora_t_.data(), n, rank, b.data, b.dtype, o0, o1, lora_y_.data(), out);
+    // Expand: y rows += t · Bᵀ, straight into y. The column split depends only on `out` and the
+    // pool, never on the batch, so a row's result is the same in any batch.
+    pool_.ParallelFor(static_cast<size_t>(out), 256, [&](size_t o0, size_t o1) {
+      cpu::AddRowsTimesMatrix(lora_t_.data(), n, rank, b.data, b.dtype, out, static_cast<int64_t>(o0),
+                              static_cast<int64_t>(o1), lora_y_rows_.data());
     });
-    for (int i = 0; i < n; ++i) {
-      float* yr = y.data + static_cast<size_t>(seg.rows[i]) * out;
-      const float* d = lora_y_.data() + static_cast<size_t>(i) * out;
-      for (int64_t o = 0; o < out; ++o) yr[o] += d[o];
-    }
   }
   return absl::OkStatus();
 }

@@ -51,8 +51,9 @@ class CpuDevice final : public Device {
 
   ThreadPool pool_;
   const bool batch_invariant_;
-  std::vector<float> attn_k_, attn_v_;
-  std::vector<float> lora_x_, lora_t_, lora_y_;  // AddLora: gathered rows, rank-wide, out-wide  // prefill attention: the sequence's K/V gathered contiguously
+  std::vector<float> attn_k_, attn_v_;  // prefill attention: the sequence's K/V gathered contiguously
+  std::vector<float> lora_x_, lora_t_;  // AddLora: the gathered rows, their rank-wide products
+  std::vector<float*> lora_y_rows_;     // AddLora: the output rows of the segment
 };
 
 }  // namespace brickserve

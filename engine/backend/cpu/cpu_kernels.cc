@@ -191,6 +191,47 @@ void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, size_t n)
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+template <typename T>
+void AddRowsTimesMatrixT(const float* HWY_RESTRICT t, int rows, int64_t k, const T* HWY_RESTRICT w, int64_t n,
+                         int64_t o_begin, int64_t o_end, float* const* y) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  // Columns in chunks that keep the chunk of w (k rows) in L1 while every row passes over it.
+  constexpr int64_t kChunk = 256;
+  for (int64_t c0 = o_begin; c0 < o_end; c0 += kChunk) {
+    const int64_t c1 = std::min(o_end, c0 + kChunk);
+    for (int r = 0; r < rows; ++r) {
+      const float* tr = t + r * k;
+      float* yr = y[r];
+      int64_t o = c0;
+      for (; o + N <= c1; o += N) {
+        auto acc = hn::LoadU(df, yr + o);
+        for (int64_t j = 0; j < k; ++j) acc = hn::MulAdd(hn::Set(df, tr[j]), LoadAsF32(df, w + j * n + o), acc);
+        hn::StoreU(acc, df, yr + o);
+      }
+      for (; o < c1; ++o) {
+        float acc = yr[o];
+        for (int64_t j = 0; j < k; ++j) acc += tr[j] * ToF32(w[j * n + o]);
+        yr[o] = acc;
+      }
+    }
+  }
+}
+
+void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                        int64_t o_begin, int64_t o_end, float* const* y) {
+  switch (w_dtype) {
+    case DType::kF32:
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const float*>(w), n, o_begin, o_end, y);
+    case DType::kBF16:
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::bfloat16_t*>(w), n, o_begin, o_end, y);
+    case DType::kF16:
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::float16_t*>(w), n, o_begin, o_end, y);
+    default:
+      return;
+  }
+}
+
 void SiluMul(const float* gate, const float* up, size_t n, float* out) {
   const DF df;
   const size_t N = hn::Lanes(df);
@@ -238,6 +279,7 @@ HWY_EXPORT(MatVecRows);
 HWY_EXPORT(ConvertToF32);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Axpy);
+HWY_EXPORT(AddRowsTimesMatrix);
 HWY_EXPORT(SiluMul);
 HWY_EXPORT(SoftmaxPrefix);
 
@@ -250,6 +292,10 @@ void ConvertToF32(const void* src, DType dtype, size_t n, float* out) {
 }
 float Dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
 void Axpy(float a, const float* x, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
+void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                        int64_t o_begin, int64_t o_end, float* const* y) {
+  HWY_DYNAMIC_DISPATCH(AddRowsTimesMatrix)(t, rows, k, w, w_dtype, n, o_begin, o_end, y);
+}
 void SiluMul(const float* gate, const float* up, size_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(SiluMul)(gate, up, n, out);
 }

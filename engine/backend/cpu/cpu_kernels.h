@@ -14,6 +14,12 @@ namespace brickserve::cpu {
 void MatVecRows(const float* x, int rows, int64_t in, const void* w, DType w_dtype, int64_t o_begin,
                 int64_t o_end, float* y, int64_t y_stride);
 
+// y[r][o] += sum_j t[r * k + j] * w[j * n + o] for r < rows, o in [o_begin, o_end): rows times a
+// matrix [k, n] (F32/F16/BF16) with small k, e.g. a LoRA B stored transposed. No horizontal sums;
+// each y element adds its k terms in order, whatever the other rows are (batch-invariant).
+void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                        int64_t o_begin, int64_t o_end, float* const* y);
+
 // out[i] = float(src[i]) for F32/F16/BF16 `src`.
 void ConvertToF32(const void* src, DType dtype, size_t n, float* out);
 
