@@ -23,7 +23,7 @@ FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu24.04 AS cuda
 # Ubuntu 24.04 names of the Debian 12 runtime libraries (the t64 ABI rename, ICU 74).
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libabsl20220623t64 libicu74 libhwy1t64 libopenblas0-pthread libstdc++6 'libgrpc++1.51t64' \
-      libprotobuf32t64 libcivetweb1 \
+      libprotobuf32t64 libcivetweb1 libssl3t64 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 brickserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin brickserve \
@@ -54,7 +54,7 @@ RUN SKIP_TEST_DEPS=1 BUILD_DIR=/src/build \
 FROM debian:12-slim AS cpu
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libabsl20220623 libicu72 libhwy1 libopenblas0-pthread libstdc++6 'libgrpc++1.51' libprotobuf32 \
-      libcivetweb1 \
+      libcivetweb1 libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 brickserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin brickserve \

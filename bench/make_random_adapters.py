@@ -13,28 +13,13 @@ Write under /tmp or the build directory, never into the repository.
 import argparse
 import json
 import os
-import struct
+import sys
 
 import torch
 
-
-def write_safetensors(path, tensors):
-    names = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        raw = t.view(torch.int16).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes()
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    header["__metadata__"] = {"format": "pt"}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+# The safetensors writer of the test references (one writer for every script that makes checkpoints).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
+from make_golden import write_safetensors  # noqa: E402
 
 
 def main():

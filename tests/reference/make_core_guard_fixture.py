@@ -28,7 +28,6 @@ and how far each adapter moves the logits (float64 reference of the merged model
 
 Usage: make_core_guard_fixture.py --out DIR [--seed N]   (a fresh seed each run unless given; recorded)
 """
-import argparse
 import json
 import math
 import os
@@ -148,15 +147,8 @@ def train_lora(cfg, w, gen, r, alpha, targets):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=None)
-    args = ap.parse_args()
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    torch.set_num_threads(2)
-    gen = torch.Generator().manual_seed(seed)
+    args, seed, gen = make_golden.parse_reference_args(__doc__)
     out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
 
     cfg = mlg.base_config("LlamaForCausalLM", "llama")
     mlg.write_model_dir(os.path.join(out, "base_plain"), cfg, make_golden.make_weights(cfg, gen, torch.float32))

@@ -257,15 +257,21 @@ def build_case(out_dir, name, arch, overrides, dtype, shards, gen):
     return name
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_reference_args(doc):
+    """The reference scripts' command line (--out DIR [--seed N]): returns (args, seed, generator),
+    a fresh seed unless given, torch on 2 threads, --out created."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     torch.set_num_threads(2)
-    gen = torch.Generator().manual_seed(seed)
     os.makedirs(args.out, exist_ok=True)
+    return args, seed, torch.Generator().manual_seed(seed)
+
+
+def main():
+    args, seed, gen = parse_reference_args(__doc__)
     built = [build_case(args.out, n, *spec, gen) for n, spec in CASES.items()]
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump({"seed": seed, "cases": built, "steps": STEPS}, f, indent=1)

@@ -16,7 +16,6 @@ The "bad" adapters must be refused, with the given status code and a message con
 
 Usage: make_lora_golden.py --out DIR [--seed N]   (a fresh seed each run unless given; it is recorded)
 """
-import argparse
 import json
 import math
 import os
@@ -138,15 +137,8 @@ def write_adapter(d, config, tensors=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=None)
-    args = ap.parse_args()
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    torch.set_num_threads(2)
-    gen = torch.Generator().manual_seed(seed)
+    args, seed, gen = make_golden.parse_reference_args(__doc__)
     out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
 
     bases = {}  # name -> (cfg, float64 weights, path)
     for name, (arch, model_type) in BASES.items():
