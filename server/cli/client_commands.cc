@@ -70,6 +70,26 @@ void PrintUsage(v1::FinishReason reason, const std::string& matched_stop, const 
                             "\nprompt tokens: ", u.prompt_tokens(), "  generated: ", u.completion_tokens(),
                             "\ntime to first token: ", u.time_to_first_token_s() * 1e3, " ms  total: ",
                             u.total_time_s() * 1e3, " ms\n");
+  for (const auto& b : u.bricks()) {
+    std::cerr << "brick: " << b.name() << " version " << b.version() << " weight " << b.weight() << "\n";
+  }
+}
+
+// "name" or "name:weight" (the weight given for every brick, or for none).
+absl::Status AddBricks(const std::vector<std::string>& specs, v1::GenerateRequest* req) {
+  bool any_weight = false;
+  for (const std::string& spec : specs) any_weight |= spec.find(':') != std::string::npos;
+  for (const std::string& spec : specs) {
+    const size_t colon = spec.rfind(':');
+    req->add_bricks(spec.substr(0, colon));
+    if (!any_weight) continue;
+    float w = 1.0f;
+    if (colon != std::string::npos && !absl::SimpleAtof(spec.substr(colon + 1), &w)) {
+      return absl::InvalidArgumentError(absl::StrCat("--brick ", spec, ": the weight is not a number"));
+    }
+    req->add_brick_weights(w);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -101,7 +121,7 @@ int GenerateCommand(int argc, char** argv, int first) {
   flags.Bool("ignore-eos", &ignore_eos, "keep generating past EOS");
   flags.Bool("logprobs", &logprobs, "print each token's log-probability");
   flags.Int("top-logprobs", &top_logprobs, "also print the n most likely tokens per step");
-  flags.List("brick", &bricks, "brick to apply (none can be loaded yet)");
+  flags.List("brick", &bricks, "brick to apply, NAME or NAME:WEIGHT (repeat for several)");
   flags.Bool("unary", &unary, "one Generate call instead of streaming");
   flags.Bool("show-ids", &show_ids, "print the generated token ids");
   flags.Bool("stats", &stats, "print the finish reason and usage to stderr");
@@ -138,7 +158,7 @@ int GenerateCommand(int argc, char** argv, int first) {
   req.set_ignore_eos(ignore_eos);
   req.set_logprobs(logprobs);
   req.set_top_logprobs(top_logprobs);
-  for (const auto& b : bricks) req.add_bricks(b);
+  if (auto s = AddBricks(bricks, &req); !s.ok()) return BadFlags(kCommand, s);
   const bool show_logprobs = logprobs || top_logprobs > 0;
 
   auto stub = Connect(server);

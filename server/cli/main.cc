@@ -1,11 +1,12 @@
 // The one `brickserve` binary: subcommands dispatch here. Without gRPC at build time it carries
-// only the engine's `run`.
+// only the engine's `run` and `core-map`.
 #include <cstring>
 #include <iostream>
 
 #include "engine/cli/core_map_command.h"
 #include "engine/cli/run_command.h"
 #ifdef BRICKSERVE_HAVE_GRPC
+#include "server/cli/bricks_command.h"
 #include "server/cli/client_commands.h"
 #include "server/cli/serve_command.h"
 #endif
@@ -23,6 +24,7 @@ constexpr Command kCommands[] = {
     {"serve", brickserve::ServeCommand, "serve a model over gRPC (brickserve.v1.InferenceService)"},
     {"generate", brickserve::GenerateCommand, "generate text by calling a running server"},
     {"tokenize", brickserve::TokenizeCommand, "encode (or decode) with a running server's tokenizer"},
+    {"bricks", brickserve::BricksCommand, "list, get, load, update or unload a running server's bricks"},
 #endif
     {"run", brickserve::RunCommand, "generate from a prompt with the engine alone (no server)"},
     {"core-map", brickserve::CoreMapCommand, "find the model's core region and write it for the LoRA brick guard"},

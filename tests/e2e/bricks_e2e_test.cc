@@ -208,6 +208,40 @@ TEST_F(BricksE2E, RequestsApplyTheirBricksWithWeights) {
   EXPECT_THAT(s.error_message(), HasSubstr("brick \"ghost\" is not loaded"));
 }
 
+TEST_F(BricksE2E, CommandLineAdministersAndUsesBricks) {
+  const std::string token_file = ::testing::TempDir() + "/bricks_e2e_" + std::to_string(getpid()) + "/token";
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), BRICKSERVE_BINARY);
+    args.insert(args.end(), {"--server", server_->address()});
+    auto r = RunCommand(args, 60s);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : CommandResult{};
+  };
+  CommandResult r = run({"bricks", "load", "--name", "cli", "--path", golden_.adapter_dir("a_r8_qv"), "--token-file",
+                         token_file});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("name: cli"));
+  EXPECT_THAT(r.out, HasSubstr("plugs into: q_proj, v_proj"));
+  r = run({"bricks", "list", "--token-file", token_file});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("start"));
+  EXPECT_THAT(r.out, HasSubstr("cli"));
+  r = run({"bricks", "list"});  // no token
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+  r = run({"generate", "--prompt-ids", "1,5,6", "--max-new-tokens", "4", "--brick", "cli:0.5", "--brick", "start",
+           "--stats"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("brick: cli version"));
+  EXPECT_THAT(r.err, HasSubstr("weight 0.5"));
+  EXPECT_THAT(r.err, HasSubstr("brick: start version"));
+  r = run({"bricks", "unload", "--name", "cli", "--token-file", token_file});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = run({"bricks", "get", "--name", "cli", "--token-file", token_file});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+}
+
 TEST_F(BricksE2E, HotPlugUnderLoadKeepsEveryStreamOnItsVersion) {
   const char* env = std::getenv("BRICKSERVE_HOTPLUG_SECONDS");
   const auto duration = std::chrono::seconds(env != nullptr ? std::atoi(env) : 20);
