@@ -2,12 +2,15 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/config.h"
 #include "server/status_mapping.h"
 
@@ -71,6 +74,25 @@ grpc::Status BricksService::Authorize(const grpc::CallbackServerContext& context
   return grpc::Status::OK;
 }
 
+absl::Status BricksService::CheckRoots(const std::string& path) const {
+  if (roots_.empty()) return absl::OkStatus();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  // Resolves symlinks and "..", so neither can lead outside a root.
+  const fs::path resolved = fs::weakly_canonical(path, ec);
+  if (!ec) {
+    for (const std::string& root : roots_) {
+      fs::path r = fs::weakly_canonical(root, ec);
+      if (ec) continue;
+      if (r.filename().empty()) r = r.parent_path();  // "/bricks/" as "/bricks"
+      auto [root_end, _] = std::mismatch(r.begin(), r.end(), resolved.begin(), resolved.end());
+      if (root_end == r.end()) return absl::OkStatus();
+    }
+  }
+  return absl::PermissionDeniedError(absl::StrCat("path = \"", path, "\" is outside brick_roots (",
+                                                  absl::StrJoin(roots_, ", "), ")"));
+}
+
 grpc::ServerUnaryReactor* BricksService::LoadBrick(grpc::CallbackServerContext* context,
                                                    const v1::LoadBrickRequest* request, v1::BrickInfo* response) {
   if (grpc::Status auth = Authorize(*context); !auth.ok()) return Finish(context, auth);
@@ -79,6 +101,7 @@ grpc::ServerUnaryReactor* BricksService::LoadBrick(grpc::CallbackServerContext* 
     return Finish(context, ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
                                "path = \"", request->path(), "\" must be an absolute path on the server"))));
   }
+  if (absl::Status s = CheckRoots(request->path()); !s.ok()) return Finish(context, ToGrpcStatus(s));
   auto loaded = registry_->Load(request->name(), request->path(), request->sha256());
   if (!loaded.ok()) return Finish(context, ToGrpcStatus(loaded.status()));
   FillBrickInfo(*loaded, response);

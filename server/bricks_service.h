@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "brickserve/v1/bricks.grpc.pb.h"
 #include "bricks/registry.h"
@@ -11,9 +12,10 @@ namespace brickserve {
 
 class BricksService final : public v1::Bricks::CallbackService {
  public:
-  // `admin_token` empty: every caller may administer bricks.
-  BricksService(BrickRegistry* registry, std::string admin_token)
-      : registry_(registry), admin_token_(std::move(admin_token)) {}
+  // `admin_token` empty: every caller may administer bricks. `roots` non-empty: LoadBrick reads
+  // only inside those directories.
+  BricksService(BrickRegistry* registry, std::string admin_token, std::vector<std::string> roots = {})
+      : registry_(registry), admin_token_(std::move(admin_token)), roots_(std::move(roots)) {}
 
   // Loading reads and hashes the brick on the calling gRPC thread: admin calls are rare, and
   // generation runs on the engine's own thread meanwhile.
@@ -30,8 +32,12 @@ class BricksService final : public v1::Bricks::CallbackService {
   // OK, UNAUTHENTICATED (no token) or PERMISSION_DENIED (another token).
   grpc::Status Authorize(const grpc::CallbackServerContext& context) const;
 
+  // OK when `path` (resolved) lies inside a root, or there are none; else PERMISSION_DENIED.
+  absl::Status CheckRoots(const std::string& path) const;
+
   BrickRegistry* const registry_;
   const std::string admin_token_;
+  const std::vector<std::string> roots_;
 };
 
 // Fills the API's view of a brick.

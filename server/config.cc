@@ -94,6 +94,12 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
     return absl::InvalidArgumentError(c->core_map_ratio() < 0 ? "core_map_ratio must not be negative"
                                                               : "core_guard_max_relative_delta must not be negative");
   }
+  for (int i = 0; i < c->brick_roots_size(); ++i) {
+    if (c->brick_roots(i).empty() || c->brick_roots(i).front() != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("brick_roots[", i, "] = \"", c->brick_roots(i), "\" must be an absolute path"));
+    }
+  }
   if (c->brick_memory_budget_mb() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("brick_memory_budget_mb = ", c->brick_memory_budget_mb(), " must not be negative"));

@@ -29,7 +29,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
       BrickRegistryOptions{static_cast<size_t>(config.brick_memory_budget_mb()) << 20});
   ServiceDeps deps{engine, *limits, &server->stats_, server->bricks_.get()};
   server->service_ = std::make_unique<InferenceService>(deps);
-  server->bricks_service_ = std::make_unique<BricksService>(server->bricks_.get(), std::move(admin_token));
+  server->bricks_service_ = std::make_unique<BricksService>(
+      server->bricks_.get(), std::move(admin_token),
+      std::vector<std::string>(config.brick_roots().begin(), config.brick_roots().end()));
   server->metrics_ = std::make_unique<ServerMetrics>(engine, server->bricks_.get(), BRICKSERVE_VERSION);
   if (!config.metrics_listen().empty()) {
     Server* self = server.get();

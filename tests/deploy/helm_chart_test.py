@@ -81,7 +81,8 @@ VARIANTS = {
         "brickVolume": {"enabled": True, "existingClaim": "bricks-ro"},
         "config": {"serverConfig": {"brick_memory_budget_mb": 4096, "brick_dir_poll_s": 5,
                                     "core_map": "/tmp/core_map.json", "core_guard_max_relative_delta": 0.25,
-                                    "core_map_ratio": 80, "limits": {"max_bricks_per_request": 4}}},
+                                    "core_map_ratio": 80, "brick_roots": ["/bricks", "/srv/more bricks"],
+                                    "limits": {"max_bricks_per_request": 4}}},
     },
     # The claim mounted elsewhere and not watched; a brick_dir in another volume instead.
     "bricks-unwatched": {
@@ -186,6 +187,7 @@ def deep_merge(base, override):
 
 # Messages that repeat in ServerConfig; parse_textproto lists them instead of flattening them.
 REPEATED_MESSAGES = {"bricks"}
+REPEATED_SCALARS = {"brick_roots"}  # `key: value` lines that may repeat, read as a list
 
 
 def parse_textproto(text):
@@ -217,6 +219,9 @@ def parse_textproto(text):
                 target, key = repeated[stack[0]][-1], ".".join(stack[1:] + [m.group(1)])
             else:
                 target, key = fields, ".".join(stack + [m.group(1)])
+            if key in REPEATED_SCALARS:
+                target.setdefault(key, []).append(value)
+                continue
             assert key not in target, f"server config line {n}: {key} is set twice"
             target[key] = value
         else:
@@ -259,7 +264,7 @@ def proto_fields(message):
     """Field names of a message in server_config.proto (for the schema cross-check)."""
     text = (REPO / "proto/brickserve/v1/server_config.proto").read_text()
     body = re.search(r"message %s \{(.*?)\n\}" % message, text, re.S).group(1)
-    return set(re.findall(r"^\s*(?:optional\s+)?\w+\s+(\w+)\s*=\s*\d+;", body, re.M))
+    return set(re.findall(r"^\s*(?:optional\s+|repeated\s+)?\w+\s+(\w+)\s*=\s*\d+;", body, re.M))
 
 
 class ChartTest:
@@ -394,7 +399,7 @@ class ChartTest:
 
         # config.serverConfig reaches the server: every set field, with its value.
         passed = {k: v for k, v in flatten(values["config"]["serverConfig"]).items()
-                  if v is not None and v != "" and not (type(v) is int and v == 0) and k != "brick_dir"}
+                  if v is not None and v != "" and v != [] and not (type(v) is int and v == 0) and k != "brick_dir"}
         wrong = {k: (cfg.get(k), v) for k, v in passed.items() if cfg.get(k) != v}
         c.check(not wrong, f"the server config has config.serverConfig's fields {sorted(passed)} "
                 f"(wrong, as (rendered, values): {wrong})")
@@ -570,6 +575,9 @@ class ChartTest:
                         and msg.core_map_ratio == sc["core_map_ratio"] and msg.core_map == sc["core_map"],
                         f"core guard settings parsed by protobuf ({msg.core_guard_max_relative_delta}, "
                         f"{msg.core_map_ratio}, {msg.core_map!r})")
+            want_roots = sc.get("brick_roots") or []
+            c.check(list(msg.brick_roots) == want_roots,
+                    f"brick_roots parsed by protobuf are the values' ({list(msg.brick_roots)})")
         mounts = {m["name"]: m for m in ctr.get("volumeMounts", [])}
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
 

@@ -37,7 +37,8 @@ class BricksE2E : public ::testing::Test {
     std::ofstream(dir + "/token") << kToken << "\n";
     std::ofstream(dir + "/server.textproto")
         << "admin_token_file: \"" << dir << "/token\"\n"
-        << "bricks { name: \"start\" path: \"" << golden_.adapter_dir("b_r16_all") << "\" }\n";
+        << "bricks { name: \"start\" path: \"" << golden_.adapter_dir("b_r16_all") << "\" }\n"
+        << "brick_roots: \"" << golden_.dir << "/adapters/\"\n";
     auto server = ServerProcess::Start(ServerBinary(),
                                        {"--config", dir + "/server.textproto", "--model", golden_.base_dir("base"),
                                         "--listen", "127.0.0.1:0", "--shutdown-grace-s", "30"},
@@ -148,8 +149,20 @@ TEST_F(BricksE2E, BadBricksAreRefusedAndHarmNothing) {
   s = Load("t", "relative/dir", &info);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("absolute path"));
-  s = Load("t", "/no/such/brick", &info);
+  s = Load("t", golden_.adapter_dir("no_such_brick"), &info);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  // Only inside brick_roots, whatever ".." or a symlink says.
+  s = Load("t", "/etc", &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("outside brick_roots"));
+  s = Load("t", golden_.dir + "/adapters/../base", &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  const std::string link = golden_.dir + "/adapters/link_out_" + std::to_string(getpid());
+  std::filesystem::remove(link);
+  std::filesystem::create_directory_symlink(golden_.dir + "/base", link);
+  s = Load("t", link, &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  std::filesystem::remove(link);
   s = Load("start", golden_.adapter_dir("a_r8_qv"), &info, std::string(64, 'f'));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("sha256"));

@@ -64,6 +64,33 @@ TEST(ServerConfig, NormaliseFillsDefaultsAndChecksFields) {
   c.set_prefill_chunk_tokens(0);
   c.mutable_limits()->set_max_queued_requests(-3);
   EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "limits.max_queued_requests = -3"));
+  c.mutable_limits()->set_max_queued_requests(0);
+}
+
+TEST(ServerConfig, BrickFieldsAreChecked) {
+  v1::ServerConfig c;
+  c.set_model("/m");
+  auto* b = c.add_bricks();
+  b->set_name("bad name");
+  b->set_path("/b");
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "bricks[0].name = \"bad name\" must be 1 to 128 characters"));
+  b->set_name("sql");
+  b->set_path("");
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "bricks[0].path is required"));
+  b->set_path("/b");
+  *c.add_bricks() = *b;
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "bricks[1].name = \"sql\" is listed twice"));
+  c.mutable_bricks()->RemoveLast();
+  c.add_brick_roots("relative/dir");
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "brick_roots[0] = \"relative/dir\" must be an absolute path"));
+  c.set_brick_roots(0, "/bricks");
+  c.set_brick_memory_budget_mb(-1);
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "brick_memory_budget_mb = -1 must not be negative"));
+  c.set_brick_memory_budget_mb(0);
+  c.set_core_guard_max_relative_delta(-0.5);
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "core_guard_max_relative_delta must not be negative"));
+  c.set_core_guard_max_relative_delta(0.5);
+  EXPECT_TRUE(NormalizeServerConfig(&c).ok());
 }
 
 TEST(ServerConfig, LimitsDefaultToTheContext) {

@@ -69,7 +69,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/*
 Protobuf text format of a map of ServerConfig fields: strings quoted, whole numbers as integers
 (Helm reads YAML numbers as float64, which would print 4194304 as 4.194304e+06), fractions as
-written (core_guard_max_relative_delta: 0.5), maps as nested messages.
+written (core_guard_max_relative_delta: 0.5), lists of strings as repeated fields (brick_roots),
+maps as nested messages.
 Skipped: null (an unset optional field) and 0 (the server's default either way).
 */}}
 {{- define "brickserve.textproto" -}}
@@ -79,6 +80,10 @@ Skipped: null (an unset optional field) and 0 (the server's default either way).
 {{ $pad }}{{ $key }} {
 {{- include "brickserve.textproto" (dict "fields" $value "indent" (printf "%s  " $pad)) }}
 {{ $pad }}}
+{{- else if kindIs "slice" $value }}
+{{- range $item := $value }}
+{{ $pad }}{{ $key }}: {{ $item | quote }}
+{{- end }}
 {{- else if kindIs "string" $value }}
 {{ $pad }}{{ $key }}: {{ $value | quote }}
 {{- else if kindIs "bool" $value }}
