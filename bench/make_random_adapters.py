@@ -3,8 +3,8 @@
 
 Each adapter is a Hugging Face PEFT directory (adapter_config.json + adapter_model.safetensors)
 with the model's shapes: rank --rank on every projection (q, k, v, o, gate, up, down) of every
-layer, lora_alpha = 2 * rank, BF16 or F32, values ~ N(0, 0.01) (small: the benchmark measures
-speed, not quality). Adapter i is written to OUT/adapter-<i> from seed --seed + i.
+layer, lora_alpha = 2 * rank, BF16 or F32, values ~ N(0, --std) (default 0.01, small: the
+benchmark measures speed, not quality). Adapter i is written to OUT/adapter-<i> from seed --seed + i.
 
     /usr/bin/python3 bench/make_random_adapters.py --model /tmp/llama-345m-bf16 --out /tmp/adapters --count 32
 
@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--dtype", choices=["F32", "BF16"], default="BF16")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--std", type=float, default=0.01, help="standard deviation of A and B")
     a = ap.parse_args()
     with open(os.path.join(a.model, "config.json")) as f:
         c = json.load(f)
@@ -47,8 +48,8 @@ def main():
         for l in range(L):
             for mod, (out_f, in_f) in shapes.items():
                 p = f"base_model.model.model.layers.{l}.{mod}"
-                tensors[p + ".lora_A.weight"] = (torch.randn(a.rank, in_f, generator=gen) * 0.01).to(dtype)
-                tensors[p + ".lora_B.weight"] = (torch.randn(out_f, a.rank, generator=gen) * 0.01).to(dtype)
+                tensors[p + ".lora_A.weight"] = (torch.randn(a.rank, in_f, generator=gen) * a.std).to(dtype)
+                tensors[p + ".lora_B.weight"] = (torch.randn(out_f, a.rank, generator=gen) * a.std).to(dtype)
         write_safetensors(os.path.join(d, "adapter_model.safetensors"), tensors)
         with open(os.path.join(d, "adapter_config.json"), "w") as f:
             json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": a.rank, "lora_alpha": 2 * a.rank,

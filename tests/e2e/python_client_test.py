@@ -8,7 +8,9 @@ Run by ctest (python_client_e2e); exit code 77 means skipped. By hand:
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -118,6 +120,32 @@ class PythonClientTest(unittest.TestCase):
         with self.assertRaises(self.grpc.RpcError) as e:
             self.stub.Generate(self.pb.GenerateRequest(text="hi", router=router), timeout=30)
         self.assertEqual(e.exception.code(), self.grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_lora_brick_from_python(self):
+        """A PEFT adapter for brick-tiny loaded through the Bricks service, used, listed, unloaded."""
+        from brickserve.v1 import bricks_pb2, bricks_pb2_grpc
+        bricks = bricks_pb2_grpc.BricksStub(self.channel)
+        with tempfile.TemporaryDirectory() as tmp:
+            maker = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "make_random_adapters.py")
+            subprocess.run([sys.executable, maker, "--model", ARGS.model_dir, "--out", tmp, "--count", "1",
+                            "--rank", "8", "--std", "0.1", "--dtype", "F32"], check=True, capture_output=True)
+            info = bricks.LoadBrick(bricks_pb2.LoadBrickRequest(name="py", path=os.path.join(tmp, "adapter-0")),
+                                    timeout=60)
+        self.assertEqual(info.kind, bricks_pb2.BrickInfo.KIND_LORA)
+        self.assertEqual(len(info.version), 12)
+        case = self.reference["cases"][0]
+        plain = self.stub.Generate(self.greedy_request(case), timeout=60)
+        request = self.greedy_request(case)
+        request.bricks.append("py")
+        with_brick = self.stub.Generate(request, timeout=60)
+        self.assertNotEqual([t.id for t in with_brick.tokens], [t.id for t in plain.tokens])
+        self.assertEqual([(b.name, b.version) for b in with_brick.usage.bricks], [("py", info.version)])
+        listed = bricks.ListBricks(bricks_pb2.ListBricksRequest(), timeout=30)
+        self.assertIn("py", [b.name for b in listed.bricks])
+        bricks.UnloadBrick(bricks_pb2.UnloadBrickRequest(name="py"), timeout=30)
+        with self.assertRaises(self.grpc.RpcError) as e:
+            self.stub.Generate(request, timeout=30)
+        self.assertEqual(e.exception.code(), self.grpc.StatusCode.NOT_FOUND)
 
     def test_health_serving(self):
         health = self.health_grpc.HealthStub(self.channel)
