@@ -37,7 +37,9 @@ BrickRegistry::~BrickRegistry() = default;
 
 absl::StatusOr<std::shared_ptr<Brick>> BrickRegistry::LoadChecked(const std::string& path,
                                                                  const std::string& expected_sha256) {
+  const auto start = std::chrono::steady_clock::now();
   BS_ASSIGN_OR_RETURN(std::shared_ptr<Brick> brick, loader_(path));
+  load_seconds_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   if (!expected_sha256.empty() && absl::AsciiStrToLower(expected_sha256) != brick->sha256()) {
     return absl::InvalidArgumentError(absl::StrCat("sha256 of the brick at ", path, " is ", brick->sha256(),
                                                    ", not the expected ", expected_sha256));
@@ -213,6 +215,7 @@ BrickRegistryStats BrickRegistry::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   BrickRegistryStats s = counters_;
   s.resident_bytes = ResidentBytes();
+  s.load_seconds = load_seconds_.Get();
   for (const auto& [name, e] : entries_) ++(e->brick != nullptr ? s.bricks_ready : s.bricks_evicted);
   return s;
 }

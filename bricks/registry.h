@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "bricks/brick.h"
+#include "engine/serving/engine_stats.h"
 
 namespace brickserve {
 
@@ -51,6 +52,7 @@ struct BrickRegistryStats {
   size_t resident_bytes = 0;  // device memory of every live brick, old versions still in use included
   int bricks_ready = 0, bricks_evicted = 0;
   std::map<std::string, uint64_t> load_failures_by_brick;  // by the name a load or reload was for
+  LatencyHistogram::Snapshot load_seconds;  // successful loads and reloads: read, hash, validate, bind
 };
 
 // Loads the brick at `path` (any kind), already checked against the base model.
@@ -92,6 +94,7 @@ class BrickRegistry {
   std::map<std::string, std::unique_ptr<Entry>> entries_;
   uint64_t use_clock_ = 0;  // LRU order
   BrickRegistryStats counters_;
+  LatencyHistogram load_seconds_;
   // Every brick loaded and not yet destroyed (evicted, unloaded or replaced ones live on while
   // requests hold them): resident memory is measured from these, not assumed.
   mutable std::vector<std::weak_ptr<const Brick>> live_;

@@ -207,6 +207,9 @@ std::vector<MetricFamily> ServerMetrics::CollectBricks() const {
              d(s.reloads)),
       std::move(failures),
       std::move(served),
+      FromLatency("brickserve_brick_load_seconds",
+                  "Time to load a brick (read, SHA-256, validate, bind to the device), reloads included.",
+                  s.load_seconds),
   };
 }
 

@@ -65,6 +65,8 @@ TEST_F(RegistryTest, LoadGetListUnload) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(absl::StrContains(missing.status().message(), "\"nope\"")) << missing.status();
   EXPECT_EQ(reg->stats().resident_bytes, SizeOf("b_r16_all"));
+  EXPECT_EQ(reg->stats().load_seconds.count, 2u);  // the two loads, timed
+  EXPECT_GT(reg->stats().load_seconds.sum, 0.0);
 }
 
 TEST_F(RegistryTest, HeldBrickOutlivesUpdateAndUnload) {
