@@ -64,16 +64,22 @@ absl::StatusOr<ParsedName> ParseTensorName(const std::string& full, const std::s
 
 // PEFT's B [out, rank] as [rank, out], in its own storage type: the device's expand step adds rank
 // scaled rows of it (Device::AddLora).
+template <typename T>
+void Transpose(const T* src, int64_t rows, int64_t cols, T* dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  }
+}
+
 HostTensor Transposed(const HostTensor& b) {
   const int64_t out = b.shape[0], rank = b.shape[1];
   const size_t esize = DTypeSize(b.dtype);
   auto buf = std::make_shared<std::vector<std::byte>>(static_cast<size_t>(out * rank) * esize);
-  const auto* src = static_cast<const std::byte*>(b.data);
-  for (int64_t o = 0; o < out; ++o) {
-    for (int64_t j = 0; j < rank; ++j) {
-      std::memcpy(buf->data() + static_cast<size_t>(j * out + o) * esize, src + static_cast<size_t>(o * rank + j) * esize,
-                  esize);
-    }
+  // Copied as raw 2- or 4-byte elements: the values keep their storage type.
+  if (esize == 2) {
+    Transpose(static_cast<const uint16_t*>(b.data), out, rank, reinterpret_cast<uint16_t*>(buf->data()));
+  } else {
+    Transpose(static_cast<const uint32_t*>(b.data), out, rank, reinterpret_cast<uint32_t*>(buf->data()));
   }
   HostTensor t{b.dtype, {rank, out}, buf->data(), nullptr};
   t.keep_alive = std::shared_ptr<const void>(buf, buf->data());
