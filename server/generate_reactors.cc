@@ -79,11 +79,7 @@ class GenerationCall {
   absl::StatusOr<GenerationRequest> Convert(const grpc::ByteBuffer& bytes) {
     v1::GenerateRequest request;
     if (absl::Status s = ParseRequest(bytes, &request); !s.ok()) return s;
-    if (request.priority() < -kMaxPriority || request.priority() > kMaxPriority) {
-      return absl::InvalidArgumentError(absl::StrCat("priority = ", request.priority(), " is out of range: must be in [",
-                                                     -kMaxPriority, ", ", kMaxPriority, "]"));
-    }
-    priority_ = request.priority();
+    priority_ = request.priority();  // its range is checked with the other fields
     return ToEngineRequest(request, *deps_.engine, deps_.limits, deps_.bricks, &applied_bricks_);
   }
 
@@ -123,7 +119,6 @@ class GenerationCall {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
-  static constexpr int kMaxPriority = 1000;
   const ServiceDeps deps_;
   const std::chrono::system_clock::time_point deadline_;  // copied: the context dies at OnDone
   const std::chrono::system_clock::duration deadline_slack_;

@@ -107,6 +107,10 @@ absl::StatusOr<GenerationRequest> ToEngineRequest(const v1::GenerateRequest& req
                                                   const Limits& limits, BrickRegistry* bricks,
                                                   std::vector<v1::AppliedBrick>* applied) {
   if (auto s = CheckBricksAndRouter(req, limits); !s.ok()) return s;
+  if (req.priority() < -kMaxPriority || req.priority() > kMaxPriority) {
+    return Invalid(absl::StrCat("priority = ", req.priority(), " is out of range: must be in [", -kMaxPriority, ", ",
+                                kMaxPriority, "]"));
+  }
   const int vocab = engine.config().vocab_size;
   GenerationRequest out;
 

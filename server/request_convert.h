@@ -19,6 +19,9 @@ absl::StatusOr<GenerationRequest> ToEngineRequest(const v1::GenerateRequest& req
                                                   const Limits& limits, BrickRegistry* bricks = nullptr,
                                                   std::vector<v1::AppliedBrick>* applied = nullptr);
 
+// GenerateRequest.priority is in [-kMaxPriority, kMaxPriority].
+inline constexpr int kMaxPriority = 1000;
+
 // A brick weight's bound, either sign (a negative weight subtracts an adapter).
 inline constexpr float kMaxBrickWeight = 10.0f;
 

@@ -208,6 +208,14 @@ TEST_F(RequestConvert, BricksAreNotFoundAndOnlyDenseRoutingIsSupported) {
   EXPECT_TRUE(ToEngineRequest(r, *engine_, limits_).ok());
 }
 
+TEST_F(RequestConvert, PriorityOutOfRange) {
+  v1::GenerateRequest r = Text("hi");
+  r.set_priority(1001);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "priority = 1001 is out of range: must be in [-1000, 1000]");
+  r.set_priority(-1000);
+  EXPECT_TRUE(ToEngineRequest(r, *engine_, limits_).ok());
+}
+
 TEST_F(RequestConvert, BrickListsAndWeightsAreCheckedBeforeLookup) {
   v1::GenerateRequest r = Text("hi");
   for (int i = 0; i < 9; ++i) r.add_bricks("b" + std::to_string(i));
