@@ -228,8 +228,7 @@ absl::StatusOr<CoreMap> Engine::ComputeCoreMap(std::span<const int32_t> ids, con
 }
 
 absl::StatusOr<CoreMap> Engine::LoadOrComputeCoreMap(const std::string& path, const CoreMapOptions& options,
-                                                     bool* computed, absl::Status* write_status,
-                                                     bool replace_stale) {
+                                                     bool* computed, absl::Status* write_status) {
   if (computed != nullptr) *computed = false;
   if (write_status != nullptr) *write_status = absl::OkStatus();
   if (std::filesystem::exists(path)) {
@@ -238,8 +237,7 @@ absl::StatusOr<CoreMap> Engine::LoadOrComputeCoreMap(const std::string& path, co
       read = absl::FailedPreconditionError(absl::StrCat("core map ", path, " was computed at ratio ",
                                                         read->ratio_threshold, ", not ", options.ratio));
     }
-    // A cache of another model or ratio is recomputed; a map the operator named is never replaced.
-    if (read.ok() || !replace_stale) return read;
+    return read;  // a map the operator named is used as is, or refused: never replaced
   }
   const std::vector<int32_t> ids = tokenizer_->Encode(DefaultCalibrationText(), /*add_special_tokens=*/true);
   BS_ASSIGN_OR_RETURN(CoreMap map, ComputeCoreMap(ids, options));

@@ -93,11 +93,9 @@ class Engine {
   // a stale map is refused, never silently replaced); otherwise computed on DefaultCalibrationText()
   // and written to `path`. A failed write (a read-only model directory) does not fail the call: it is
   // reported in `*write_status` for the caller to log. `*computed` says which way the map came.
-  // With `replace_stale` (a cache at a default path), a map of another model or ratio is recomputed
-  // and overwritten instead.
+  // A map computed at another ratio than `options.ratio` is refused too.
   absl::StatusOr<CoreMap> LoadOrComputeCoreMap(const std::string& path, const CoreMapOptions& options = {},
-                                               bool* computed = nullptr, absl::Status* write_status = nullptr,
-                                               bool replace_stale = false);
+                                               bool* computed = nullptr, absl::Status* write_status = nullptr);
 
  private:
   Engine() = default;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bricks/brick_loader.h"
+#include "engine/model/calibration_text.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -88,22 +89,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::
 
 absl::Status Server::StartCoreGuard(const v1::ServerConfig& config) {
   if (config.has_core_guard() && !config.core_guard()) return absl::OkStatus();
-  const std::string path =
-      !config.core_map().empty() ? config.core_map() : engine_->info().model_dir + "/core_map.json";
   CoreMapOptions map_options;
   if (config.core_map_ratio() > 0) map_options.ratio = config.core_map_ratio();
-  bool computed = false;
+  absl::StatusOr<CoreMap> map;
+  bool computed = true;
   absl::Status write_status;
-  // The default path is a cache: recomputed when it belongs to another model (a model updated in
-  // place) or ratio. A map the operator named is used as is, or refused.
-  auto map = engine_->LoadOrComputeCoreMap(path, map_options, &computed, &write_status,
-                                           /*replace_stale=*/config.core_map().empty());
+  if (config.core_map().empty()) {
+    // Nothing is written into the model directory (often read-only, or shared): computed each start.
+    map = engine_->ComputeCoreMap(engine_->tokenizer().Encode(DefaultCalibrationText(), true), map_options);
+  } else {
+    map = engine_->LoadOrComputeCoreMap(config.core_map(), map_options, &computed, &write_status);
+  }
   if (!map.ok()) return absl::Status(map.status().code(), absl::StrCat("core map: ", map.status().message()));
   if (!write_status.ok()) {
     std::cerr << "brickserve: core map computed but not cached (" << write_status.message() << ")\n";
   }
-  std::cerr << "brickserve: core map " << (computed ? "computed" : "read from " + path) << ": " << map->Summary()
-            << "\n";
+  std::cerr << "brickserve: core map " << (computed ? "computed" : "read from " + config.core_map()) << ": "
+            << map->Summary() << "\n";
   CoreGuardOptions guard_options;
   if (config.core_guard_max_relative_delta() > 0) guard_options.max_relative_delta = config.core_guard_max_relative_delta();
   core_guard_ = std::make_unique<CoreGuard>(*std::move(map), guard_options);

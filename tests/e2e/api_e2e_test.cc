@@ -328,7 +328,9 @@ TEST_F(ApiE2E, ConfigFileWithFlagOverrides) {
 // SIGTERM drains: health turns NOT_SERVING, new generations are UNAVAILABLE, the one in flight
 // finishes normally, and the process exits 0.
 TEST_F(ApiE2E, SigtermLetsTheGenerationInFlightFinish) {
-  auto server = ServerProcess::Start(BRICKSERVE_BINARY, {"--model", kModelDir, "--listen", "127.0.0.1:0"}, 120s);
+  // A grace period long enough for the 300 tokens even on a loaded CI machine (the default 5 s is not).
+  auto server = ServerProcess::Start(
+      BRICKSERVE_BINARY, {"--model", kModelDir, "--listen", "127.0.0.1:0", "--shutdown-grace-s", "60"}, 120s);
   ASSERT_TRUE(server.ok()) << server.status();
   auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
   auto stub = v1::InferenceService::NewStub(channel);
