@@ -21,6 +21,10 @@ class CoreGuard;
 enum class BrickKind { kLora };
 absl::string_view BrickKindName(BrickKind kind);  // "lora"
 
+// A brick name: 1 to 128 characters of [A-Za-z0-9._-] (what requests, the admin API, the config
+// and a watched directory's subdirectories all use).
+bool IsValidBrickName(absl::string_view name);
+
 // The loaded base model, as bricks see it: what they are validated against and where they upload.
 struct BaseModel {
   ModelConfig config;

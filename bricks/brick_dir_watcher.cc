@@ -3,21 +3,12 @@
 #include <filesystem>
 #include <set>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace brickserve {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool IsBrickName(const std::string& name) {
-  if (name.empty() || name.size() > 128 || name.front() == '.') return false;
-  for (char ch : name) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' && ch != '-') return false;
-  }
-  return true;
-}
 
 // Sizes and modification times of the files directly in `dir`, in name order.
 std::string Signature(const fs::path& dir) {
@@ -67,7 +58,8 @@ absl::Status BrickDirWatcher::ScanOnce() {
   std::set<std::string> present;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const std::string name = entry.path().filename().string();
-    if (!entry.is_directory(ec) || !IsBrickName(name)) continue;
+    // Hidden directories (Kubernetes volumes' "..data" and its timestamped twins) are not bricks.
+    if (!entry.is_directory(ec) || name.front() == '.' || !IsValidBrickName(name)) continue;
     present.insert(name);
     const std::string sig = Signature(entry.path());
     auto it = seen_.find(name);

@@ -6,8 +6,8 @@
 #include <set>
 #include <sstream>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "bricks/brick.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -121,10 +121,7 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
 }
 
 absl::Status CheckBrickName(const std::string& name, const std::string& field) {
-  const bool ok_chars = std::all_of(name.begin(), name.end(), [](char ch) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-';
-  });
-  if (name.empty() || name.size() > 128 || !ok_chars) {
+  if (!IsValidBrickName(name)) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, " = \"", name, "\" must be 1 to 128 characters of [A-Za-z0-9._-]"));
   }
