@@ -5,12 +5,11 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/util/read_file.h"
 #include "server/config.h"
 #include "server/status_mapping.h"
 
@@ -48,11 +47,9 @@ void FillBrickInfo(const BrickStatus& s, v1::BrickInfo* out) {
 }
 
 absl::StatusOr<std::string> ReadAdminToken(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("admin_token_file ", path, " cannot be read"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  std::string token(absl::StripAsciiWhitespace(ss.str()));
+  absl::StatusOr<std::string> text = ReadFileToString(path);
+  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("admin_token_file ", path, " cannot be read"));
+  std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("admin_token_file ", path, " is empty"));
   return token;
 }

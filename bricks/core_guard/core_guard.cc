@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -11,8 +12,9 @@
 namespace brickserve {
 namespace {
 
+// "layers.1.mlp.down_proj": the module path without its "model." root, for messages.
 std::string ModuleName(int layer, LoraTarget t) {
-  return absl::StrCat("layers.", layer, t <= LoraTarget::kO ? ".self_attn." : ".mlp.", LoraTargetName(t));
+  return LoraTargetModule(layer, t).substr(std::string_view("model.").size());
 }
 
 // NaN (a corrupt adapter) counts as infinitely far, so it is refused rather than compared away.

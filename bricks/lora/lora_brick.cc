@@ -3,10 +3,8 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +13,7 @@
 #include "bricks/core_guard/core_guard.h"
 #include "bricks/lora/peft_config.h"
 #include "engine/model/safetensors.h"
+#include "engine/util/read_file.h"
 #include "engine/util/status_macros.h"
 
 namespace brickserve {
@@ -86,20 +85,10 @@ HostTensor Transposed(const HostTensor& b) {
   return t;
 }
 
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 std::string PeftLoraTensorName(int layer, LoraTarget t, char a_or_b) {
-  const bool attn = static_cast<int>(t) <= static_cast<int>(LoraTarget::kO);
-  return absl::StrCat(kPrefix, "model.layers.", layer, attn ? ".self_attn." : ".mlp.", LoraTargetName(t), ".lora_",
-                      std::string(1, a_or_b), ".weight");
+  return absl::StrCat(kPrefix, LoraTargetModule(layer, t), ".lora_", std::string(1, a_or_b), ".weight");
 }
 
 absl::StatusOr<std::shared_ptr<LoraBrick>> LoraBrick::Load(const std::string& dir, const BaseModel& base,
@@ -115,8 +104,10 @@ absl::StatusOr<std::shared_ptr<LoraBrick>> LoraBrick::Load(const std::string& di
     }
     return absl::InvalidArgumentError(absl::StrCat(weights_path, " is missing"));
   }
-  BS_ASSIGN_OR_RETURN(std::string config_text, ReadText(config_path));
-  BS_ASSIGN_OR_RETURN(PeftLoraConfig config, ParsePeftLoraConfig(config_text, config_path));
+  absl::StatusOr<std::string> config_text = ReadFileToString(config_path);
+  // A brick directory that cannot be read is a bad argument to LoadBrick, not a missing brick.
+  if (!config_text.ok()) return absl::InvalidArgumentError(config_text.status().message());
+  BS_ASSIGN_OR_RETURN(PeftLoraConfig config, ParsePeftLoraConfig(*config_text, config_path));
   for (const std::string& t : config.target_modules) {
     const std::string last = t.substr(t.rfind('.') + 1);  // npos + 1 == 0: the whole name
     if (!LoraTargetFromName(last)) {
@@ -160,8 +151,7 @@ absl::StatusOr<std::shared_ptr<LoraBrick>> LoraBrick::Load(const std::string& di
       return absl::InvalidArgumentError(absl::StrCat(weights_path, ": \"", ab.first ? a_name : b_name,
                                                      "\" has no partner \"", ab.first ? b_name : a_name, "\""));
     }
-    const std::string module = absl::StrCat("model.layers.", layer, t <= LoraTarget::kO ? ".self_attn." : ".mlp.",
-                                            LoraTargetName(t));
+    const std::string module = LoraTargetModule(layer, t);
     const int rank = config.RankFor(module);
     if (ab.first->shape[0] != rank) {
       return absl::FailedPreconditionError(absl::StrCat("tensor \"", a_name, "\" has rank ", ab.first->shape[0],

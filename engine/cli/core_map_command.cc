@@ -1,11 +1,10 @@
 #include "engine/cli/core_map_command.h"
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "engine/cli/flags.h"
 #include "engine/engine.h"
+#include "engine/util/read_file.h"
 #include "engine/model/calibration_text.h"
 
 namespace brickserve {
@@ -39,14 +38,12 @@ int CoreMapCommand(int argc, char** argv, int first) {
   cm.ratio = ratio;
   std::string text(DefaultCalibrationText());
   if (!calibration_file.empty()) {
-    std::ifstream in(calibration_file, std::ios::binary);
-    if (!in) {
+    absl::StatusOr<std::string> read = ReadFileToString(calibration_file);
+    if (!read.ok()) {
       std::cerr << "brickserve core-map: cannot read --calibration " << calibration_file << "\n";
       return 2;
     }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    text = ss.str();
+    text = *std::move(read);
   }
   auto engine = Engine::Load(eo);
   if (!engine.ok()) {

@@ -2,11 +2,10 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <numbers>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/util/read_file.h"
 #include "engine/util/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -93,14 +92,6 @@ absl::Status ParseRopeScaling(const json& j, RopeScaling* out) {
                       absl::StrCat("\"", type, "\" is not supported (supported: default, linear, llama3)"));
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
@@ -213,10 +204,10 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   namespace fs = std::filesystem;
   const fs::path dir(model_dir);
   if (!fs::is_directory(dir)) return absl::NotFoundError(absl::StrCat("model directory ", model_dir, " does not exist"));
-  BS_ASSIGN_OR_RETURN(std::string config, ReadFile(dir / "config.json"));
+  BS_ASSIGN_OR_RETURN(std::string config, ReadFileToString((dir / "config.json").string()));
   std::string generation;
   if (fs::exists(dir / "generation_config.json")) {
-    BS_ASSIGN_OR_RETURN(generation, ReadFile(dir / "generation_config.json"));
+    BS_ASSIGN_OR_RETURN(generation, ReadFileToString((dir / "generation_config.json").string()));
   }
   return ParseModelConfig(config, generation);
 }

@@ -5,11 +5,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model/safetensors.h"
+#include "engine/util/read_file.h"
 #include "engine/util/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -82,14 +82,6 @@ uint64_t Fnv1a(uint64_t h, const void* data, size_t n) {
   return h;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 float Median(std::vector<float> v) {
   if (v.empty()) return 0;
   auto mid = v.begin() + v.size() / 2;
@@ -102,8 +94,7 @@ size_t ArgMax(const std::vector<float>& v) {
 }
 
 std::string WeightName(int layer, LoraTarget t) {
-  return absl::StrCat("model.layers.", layer, t <= LoraTarget::kO ? ".self_attn." : ".mlp.", LoraTargetName(t),
-                      ".weight");
+  return LoraTargetModule(layer, t) + ".weight";
 }
 
 // --- JSON reading: every field checked, the file and field named in errors -------------------------
@@ -174,7 +165,7 @@ absl::StatusOr<ModelIdentity> ComputeModelIdentity(const std::string& model_dir,
   id.hidden_size = config.hidden_size;
   id.intermediate_size = config.intermediate_size;
   id.num_layers = config.num_layers;
-  BS_ASSIGN_OR_RETURN(std::string config_text, ReadFile((fs::path(model_dir) / "config.json").string()));
+  BS_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString((fs::path(model_dir) / "config.json").string()));
   uint64_t h = Fnv1a(14695981039346656037ull, config_text.data(), config_text.size());
   BS_ASSIGN_OR_RETURN(CheckpointTensors ckpt, CheckpointTensors::Open(model_dir));
   std::vector<std::string> names = {"model.norm.weight"};
@@ -351,7 +342,7 @@ absl::Status WriteCoreMap(const CoreMap& map, const std::string& path) {
 }
 
 absl::StatusOr<CoreMap> ReadCoreMap(const std::string& path) {
-  BS_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  BS_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
   return CoreMapFromJson(text, path);
 }
 

@@ -21,6 +21,10 @@ std::optional<LoraTarget> LoraTargetFromName(absl::string_view name) {
   return std::nullopt;
 }
 
+std::string LoraTargetModule(int layer, LoraTarget t) {
+  return absl::StrCat("model.layers.", layer, t <= LoraTarget::kO ? ".self_attn." : ".mlp.", LoraTargetName(t));
+}
+
 std::pair<int64_t, int64_t> LoraTargetShape(const ModelConfig& c, LoraTarget t) {
   const int64_t H = c.hidden_size, I = c.intermediate_size;
   const int64_t QD = int64_t{c.num_heads} * c.head_dim, KD = int64_t{c.num_kv_heads} * c.head_dim;

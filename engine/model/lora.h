@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
@@ -24,6 +25,9 @@ inline constexpr int kNumLoraTargets = 7;
 
 absl::string_view LoraTargetName(LoraTarget t);  // "q_proj", ..., "down_proj"
 std::optional<LoraTarget> LoraTargetFromName(absl::string_view name);
+// The Hugging Face module path of projection `t` of layer `layer`: "model.layers.3.self_attn.q_proj",
+// "model.layers.3.mlp.down_proj" (weights, PEFT tensors and messages are named from it).
+std::string LoraTargetModule(int layer, LoraTarget t);
 // [out, in] of the base projection `t` under `config`.
 std::pair<int64_t, int64_t> LoraTargetShape(const ModelConfig& config, LoraTarget t);
 
