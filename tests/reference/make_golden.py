@@ -207,6 +207,24 @@ def greedy_with_margin(cfg, w, prompt):
     return ids[len(prompt):], steps, margin
 
 
+def write_model_files(d, cfg):
+    """A model directory's config, generation config and tokenizer files; the checkpoint files of an
+    earlier run are removed (the caller writes the new ones)."""
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    with open(os.path.join(d, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": 1, "eos_token_id": 2}, f)
+    with open(os.path.join(d, "tokenizer.json"), "w") as f:
+        json.dump(tokenizer_json(), f, ensure_ascii=False)
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
+                   "unk_token": "<unk>", "tokenizer_class": "LlamaTokenizer"}, f)
+    for fn in os.listdir(d):
+        if fn.endswith(".safetensors") or fn.endswith(".safetensors.index.json"):
+            os.remove(os.path.join(d, fn))
+
+
 def build_case(out_dir, name, arch, overrides, dtype, shards, gen):
     cfg = dict(BASE_CONFIG, architectures=[arch], model_type={"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
                                                              "Qwen2ForCausalLM": "qwen2"}[arch])
@@ -224,19 +242,7 @@ def build_case(out_dir, name, arch, overrides, dtype, shards, gen):
     else:
         sys.exit(f"{name}: no prompt without a near-tie found")
     d = os.path.join(out_dir, name)
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=1)
-    with open(os.path.join(d, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": 1, "eos_token_id": 2}, f)
-    with open(os.path.join(d, "tokenizer.json"), "w") as f:
-        json.dump(tokenizer_json(), f, ensure_ascii=False)
-    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-        json.dump({"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
-                   "unk_token": "<unk>", "tokenizer_class": "LlamaTokenizer"}, f)
-    for fn in os.listdir(d):
-        if fn.endswith(".safetensors"):
-            os.remove(os.path.join(d, fn))
+    write_model_files(d, cfg)
     names = sorted(tensors)
     if shards == 1:
         write_safetensors(os.path.join(d, "model.safetensors"), tensors)

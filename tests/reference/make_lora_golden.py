@@ -60,19 +60,7 @@ def base_config(arch, model_type):
 
 def write_model_dir(d, cfg, tensors):
     """One model directory, file for file as make_golden.build_case writes a single-shard case."""
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=1)
-    with open(os.path.join(d, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": 1, "eos_token_id": 2}, f)
-    with open(os.path.join(d, "tokenizer.json"), "w") as f:
-        json.dump(make_golden.tokenizer_json(), f, ensure_ascii=False)
-    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-        json.dump({"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
-                   "unk_token": "<unk>", "tokenizer_class": "LlamaTokenizer"}, f)
-    for fn in os.listdir(d):
-        if fn.endswith(".safetensors") or fn.endswith(".index.json"):
-            os.remove(os.path.join(d, fn))
+    make_golden.write_model_files(d, cfg)
     make_golden.write_safetensors(os.path.join(d, "model.safetensors"), tensors)
 
 
