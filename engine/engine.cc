@@ -56,6 +56,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   BS_ASSIGN_OR_RETURN(e->device_, CreateDevice(options.device));
   BS_ASSIGN_OR_RETURN(e->model_, LlamaModel::Load(options.model_dir, e->config_, e->device_.get(),
                                                   options.max_batch_tokens));
+  if (!options.modules_path.empty()) {
+    BS_ASSIGN_OR_RETURN(e->modules_, ReadModuleSetFor(options.modules_path, options.model_dir, e->config_));
+    BS_RETURN_IF_ERROR(e->model_->SetModules(e->modules_));
+  }
   const int kv_tokens = options.kv_cache_tokens > 0 ? options.kv_cache_tokens : e->max_context_;
   KvCacheSpec spec;
   spec.num_layers = e->config_.num_layers;
@@ -83,6 +87,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   info.kv_cache_bytes = spec.bytes();
   info.bos_id = e->tokenizer_->bos_id();
   info.eos_ids = e->eos_ids_;
+  if (e->modules_) {
+    info.modules_path = options.modules_path;
+    info.num_modules = e->modules_->num_modules;
+    info.module_bytes = e->model_->modules()->bytes();
+  }
 
   SchedulerOptions so;
   so.max_batch_tokens = options.max_batch_tokens;
@@ -123,6 +132,7 @@ absl::Status Engine::Validate(const GenerationRequest& r) const {
     }
   }
   BS_RETURN_IF_ERROR(ValidateLoraUses(r.loras, config_));
+  BS_RETURN_IF_ERROR(ValidateRouterPolicy(r.router, modules_.get()));
   return ValidateSamplingParams(r.sampling, config_.vocab_size);
 }
 
@@ -132,6 +142,11 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerationRequest request, SubmitOptions
   // Adapters change the KV, so prompts share cached KV only under the same adapters and weights.
   for (const LoraUse& u : request.loras) {
     options.prefix_namespace = absl::HashOf(options.prefix_namespace, u.adapter->id, u.weight);
+  }
+  // So does a sparse FFN: KV computed under one router policy is reused only under the same one.
+  if (const RouterPolicy& p = request.router; p.sparse()) {
+    options.prefix_namespace = absl::HashOf(options.prefix_namespace, static_cast<int>(p.mode),
+                                            static_cast<int>(p.selector), p.k, p.density, p.disabled.get());
   }
   return scheduler_->Submit(std::move(request), std::move(options), std::move(on_piece), std::move(on_done));
 }
@@ -148,7 +163,8 @@ absl::StatusOr<GenerationResult> Engine::Generate(const GenerationRequest& reque
   return future.get();
 }
 
-absl::Status Engine::ScoreLogits(std::span<const int32_t> ids, std::vector<float>* logits) {
+absl::Status Engine::ScoreLogits(std::span<const int32_t> ids, std::vector<float>* logits,
+                                 const RouterPolicy* router, ModuleTrace* trace) {
   BlockTable table(blocks_.get());
   BS_RETURN_IF_ERROR(table.Reserve(static_cast<int>(ids.size())));
   logits->clear();
@@ -156,15 +172,18 @@ absl::Status Engine::ScoreLogits(std::span<const int32_t> ids, std::vector<float
   const size_t chunk = static_cast<size_t>(model_->max_batch_tokens());
   for (size_t off = 0; off < ids.size(); off += chunk) {
     const size_t n = std::min(chunk, ids.size() - off);
-    SequenceInput in{ids.subspan(off, n), static_cast<int32_t>(off), table.blocks(), LogitRows::kAll};
+    SequenceInput in{ids.subspan(off, n), static_cast<int32_t>(off), table.blocks(), LogitRows::kAll, {}, router,
+                     trace};
     BS_RETURN_IF_ERROR(model_->Forward(std::span<const SequenceInput>(&in, 1), kv_cache_, &chunk_logits));
     logits->insert(logits->end(), chunk_logits.begin(), chunk_logits.end());
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<ScoreResult> Engine::Score(std::span<const int32_t> ids, int top_logprobs) {
+absl::StatusOr<ScoreResult> Engine::Score(std::span<const int32_t> ids, int top_logprobs, const RouterPolicy* router,
+                                          ModuleTrace* trace) {
   if (ids.size() < 2) return absl::InvalidArgumentError("scoring needs at least two tokens");
+  if (router != nullptr) BS_RETURN_IF_ERROR(ValidateRouterPolicy(*router, modules_.get()));
   if (static_cast<int>(ids.size()) > max_context_) {
     return absl::InvalidArgumentError(absl::StrCat("scoring ", ids.size(), " tokens exceeds the context of ", max_context_));
   }
@@ -176,7 +195,7 @@ absl::StatusOr<ScoreResult> Engine::Score(std::span<const int32_t> ids, int top_
   std::vector<float> logits;
   // The last token's logits are not needed: they would score a token that is not there. The pass
   // runs between scheduler steps; its blocks come from the shared pool.
-  BS_RETURN_IF_ERROR(scheduler_->RunExclusive([&] { return ScoreLogits(ids.first(ids.size() - 1), &logits); }));
+  BS_RETURN_IF_ERROR(scheduler_->RunExclusive([&] { return ScoreLogits(ids.first(ids.size() - 1), &logits, router, trace); }));
   ScoreResult out;
   const size_t V = config_.vocab_size;
   for (size_t i = 1; i < ids.size(); ++i) {
@@ -200,6 +219,18 @@ absl::StatusOr<CoreMap> Engine::ComputeCoreMap(std::span<const int32_t> ids, con
     }
   }
   CoreMapRecorder recorder(config_);
+  BS_RETURN_IF_ERROR(
+      RunCalibration(ids, [&recorder](int l, ProbePoint p, std::span<const float> v) { recorder.Observe(l, p, v); }));
+  recorder.AddTokens(static_cast<int64_t>(ids.size()));
+  return recorder.Finish(options_.model_dir, options);
+}
+
+absl::Status Engine::RunCalibration(std::span<const int32_t> ids, const ActivationProbe& probe) {
+  for (int32_t id : ids) {
+    if (id < 0 || id >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("calibration token id ", id, " is outside the vocabulary"));
+    }
+  }
   const auto run = [&]() -> absl::Status {
     std::vector<float> no_logits;
     const size_t window = static_cast<size_t>(max_context_);
@@ -213,18 +244,16 @@ absl::StatusOr<CoreMap> Engine::ComputeCoreMap(std::span<const int32_t> ids, con
         const size_t n = std::min(chunk, win.size() - off);
         SequenceInput in{win.subspan(off, n), static_cast<int32_t>(off), table.blocks(), LogitRows::kNone};
         BS_RETURN_IF_ERROR(model_->Forward(std::span<const SequenceInput>(&in, 1), kv_cache_, &no_logits));
-        recorder.AddTokens(static_cast<int64_t>(n));
       }
     }
     return absl::OkStatus();
   };
-  BS_RETURN_IF_ERROR(scheduler_->RunExclusive([&] {
-    model_->set_probe([&recorder](int l, ProbePoint p, std::span<const float> v) { recorder.Observe(l, p, v); });
+  return scheduler_->RunExclusive([&] {
+    model_->set_probe(probe);
     const absl::Status st = run();
     model_->set_probe(nullptr);
     return st;
-  }));
-  return recorder.Finish(options_.model_dir, options);
+  });
 }
 
 absl::StatusOr<CoreMap> Engine::LoadOrComputeCoreMap(const std::string& path, const CoreMapOptions& options,

@@ -34,6 +34,7 @@ struct EngineOptions {
   int max_queued_requests = 256;
   int64_t max_queued_tokens = 0;  // prompt tokens waiting; 0 = no limit
   bool prefix_cache = true;     // share the KV of common prompt prefixes between requests
+  std::string modules_path;     // a module set (`brickserve modules build`) for sparse FFN policies
 };
 
 struct EngineInfo {
@@ -48,6 +49,9 @@ struct EngineInfo {
   size_t kv_cache_bytes = 0;
   std::optional<int32_t> bos_id;  // the tokenizer's BOS token, if it has one
   std::vector<int32_t> eos_ids;   // every id that ends generation (unless ignore_eos)
+  std::string modules_path;       // the loaded module set, if any
+  int num_modules = 0;            // per layer
+  size_t module_bytes = 0;        // routers and transposed down_proj copies
 };
 
 class Engine {
@@ -60,6 +64,8 @@ class Engine {
   int max_context() const { return max_context_; }
   // The device, for bricks to upload their weights to (UploadWeight may run beside a forward step).
   Device* device() const { return device_.get(); }
+  // The loaded module set (null without one).
+  const ModuleSet* modules() const { return modules_.get(); }
 
   // Checks a request against the model's limits (INVALID_ARGUMENT naming field and limit).
   absl::Status Validate(const GenerationRequest& request) const;
@@ -82,11 +88,17 @@ class Engine {
                                             const StopCheck& should_stop = {});
 
   // Log-probabilities of each token of `ids` given the ones before it.
-  absl::StatusOr<ScoreResult> Score(std::span<const int32_t> ids, int top_logprobs);
+  // `router` picks the FFN modules (null: dense); `trace` receives their usage.
+  absl::StatusOr<ScoreResult> Score(std::span<const int32_t> ids, int top_logprobs,
+                                    const RouterPolicy* router = nullptr, ModuleTrace* trace = nullptr);
 
   // The core map of the loaded model on `calibration_ids` (the default: DefaultCalibrationText()
   // encoded with special tokens). The passes run between scheduler steps, like Score, in windows of
   // at most max_context tokens; the base norms are then read from the checkpoint.
+  // Runs `ids` through the model (dense, between scheduler steps, in windows of at most max_context
+  // tokens, each from position 0) with `probe` seeing every layer's activations.
+  absl::Status RunCalibration(std::span<const int32_t> ids, const ActivationProbe& probe);
+
   absl::StatusOr<CoreMap> ComputeCoreMap(std::span<const int32_t> calibration_ids, const CoreMapOptions& options = {});
 
   // Start-up: the map at `path` when it exists (FAILED_PRECONDITION when it belongs to another model:
@@ -100,7 +112,8 @@ class Engine {
  private:
   Engine() = default;
   // Scoring pass on the scheduler thread: every token's logits, in chunks of max_batch_tokens.
-  absl::Status ScoreLogits(std::span<const int32_t> ids, std::vector<float>* logits);
+  absl::Status ScoreLogits(std::span<const int32_t> ids, std::vector<float>* logits, const RouterPolicy* router,
+                           ModuleTrace* trace);
 
   EngineOptions options_;
   ModelConfig config_;
@@ -109,6 +122,7 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Device> device_;
   std::unique_ptr<LlamaModel> model_;
+  std::shared_ptr<const ModuleSet> modules_;
   std::unique_ptr<BlockPool> blocks_;
   KvCache kv_cache_;
   std::vector<int32_t> eos_ids_;

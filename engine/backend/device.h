@@ -90,6 +90,13 @@ struct LoraSegment {
   std::span<const float> row_weights;  // each request's weight for this adapter
 };
 
+// One group of a sparse FFN call (emergent modules): the FFN neurons `neurons` computed for the batch
+// rows `rows`, e.g. one module and the rows whose router chose it, or one row and its own neurons.
+struct FfnNeuronGroup {
+  std::span<const int32_t> neurons;
+  std::span<const int32_t> rows;
+};
+
 class Device {
  public:
   virtual ~Device() = default;
@@ -129,6 +136,15 @@ class Device {
   // Adds each segment's low-rank product to the rows of y ([rows, out]) it names; x is [rows, in].
   // Segments are applied in order; a row may appear in several (a request combining adapters).
   virtual absl::Status AddLora(const Buffer& x, std::span<const LoraSegment> segments, Buffer& y) = 0;
+  // The SwiGLU FFN over chosen neurons only. For every row r of `out_rows`:
+  //   out[r, :] = sum over the groups holding r, in order, of
+  //               sum over the group's neurons j, in order, of silu(gate_j · x_r) (up_j · x_r) down_t[j, :]
+  // gate and up are [d_ff, hidden]; down_t is down_proj transposed, [d_ff, hidden], so a neuron's
+  // output weights are one contiguous row. Rows not in `out_rows` are left as they are. A row's
+  // result depends only on its own groups, never on the other rows of the batch.
+  virtual absl::Status SparseFfn(const Buffer& x, const Weight& gate, const Weight& up, const Weight& down_t,
+                                 std::span<const FfnNeuronGroup> groups, std::span<const int32_t> out_rows,
+                                 Buffer& out) = 0;
   // x[:n] += y[:n]
   virtual absl::Status Add(Buffer& x, const Buffer& y, size_t n) = 0;
   // Copies `n` floats from src[src_offset..] to dst[dst_offset..] on the device.

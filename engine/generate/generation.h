@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "engine/model/lora.h"
+#include "engine/modules/module_trace.h"
+#include "engine/modules/router_policy.h"
 #include "engine/sampling/sampler.h"
 #include "engine/sampling/sampling_params.h"
 
@@ -24,6 +26,9 @@ struct GenerationRequest {
   bool skip_special_tokens = true;
   // LoRA adapters to apply, in order, each with its weight. The request holds them until it ends.
   std::vector<LoraUse> loras;
+  // Which FFN modules its tokens run (dense unless the engine has a module set and this asks).
+  RouterPolicy router;
+  bool module_trace = false;  // return the per-layer module usage in the result
 };
 
 enum class FinishReason {
@@ -65,6 +70,7 @@ struct GenerationResult {
   int preemptions = 0;                 // times the request was preempted and recomputed
   double time_to_first_token_s = 0;
   double total_time_s = 0;
+  ModuleTrace module_trace;            // when the request asked for it (and a module set is loaded)
 
   std::vector<int32_t> token_ids() const;
 };

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/model/config.h"
+#include "engine/model/model_identity.h"
 #include "engine/model/llama_model.h"
 #include "engine/model/lora.h"
 
@@ -25,22 +26,6 @@ inline constexpr int kCoreMapFormatVersion = 1;
 // Element i of an F32/F16/BF16 host tensor, widened to float (the map and the guard read a few
 // elements of weights in any storage type).
 float WidenedElement(const HostTensor& t, size_t i);
-
-// Which model a core map belongs to.
-struct ModelIdentity {
-  std::string architecture;  // config.json "architectures"[0]
-  int hidden_size = 0;
-  int intermediate_size = 0;
-  int num_layers = 0;
-  // FNV-1a 64 (hex) of config.json and every RMSNorm weight: a few KB to read, and unlike config.json
-  // alone it tells apart two checkpoints of one architecture (a fine-tune moves its norms).
-  std::string fingerprint;
-
-  bool operator==(const ModelIdentity&) const = default;
-  std::string ToString() const;  // "LlamaForCausalLM, hidden 64, 3 layers, fingerprint 1a2b..."
-};
-
-absl::StatusOr<ModelIdentity> ComputeModelIdentity(const std::string& model_dir, const ModelConfig& config);
 
 struct CoreMapOptions {
   // A residual dim is massive at a layer when its max |value| over the calibration tokens is at least

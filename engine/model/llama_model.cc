@@ -45,6 +45,19 @@ class WeightBinder {
   size_t bytes_ = 0;
 };
 
+// Whether any adapter of `uses` has gate/up/down_proj deltas.
+bool HasMlpLora(std::span<const LoraUse> uses) {
+  for (const LoraUse& u : uses) {
+    for (const auto& layer : u.adapter->layers) {
+      if (layer[static_cast<int>(LoraTarget::kGate)].present() || layer[static_cast<int>(LoraTarget::kUp)].present() ||
+          layer[static_cast<int>(LoraTarget::kDown)].present()) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 LlamaModel::LlamaModel(const ModelConfig& config, Device* device, int max_batch_tokens)
@@ -55,6 +68,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
                                                              Device* device, int max_batch_tokens) {
   BS_ASSIGN_OR_RETURN(CheckpointTensors ckpt, CheckpointTensors::Open(model_dir));
   auto model = std::unique_ptr<LlamaModel>(new LlamaModel(c, device, max_batch_tokens));
+  model->model_dir_ = model_dir;
   auto w = std::make_unique<LlamaWeights>();
   WeightBinder bind(ckpt, device);
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
@@ -119,6 +133,16 @@ absl::Status LlamaModel::AllocateWorkspace() {
   return absl::OkStatus();
 }
 
+absl::Status LlamaModel::SetModules(std::shared_ptr<const ModuleSet> set) {
+  if (set == nullptr) {
+    modules_.reset();
+    return absl::OkStatus();
+  }
+  BS_ASSIGN_OR_RETURN(CheckpointTensors ckpt, CheckpointTensors::Open(model_dir_));
+  BS_ASSIGN_OR_RETURN(modules_, ModuleRuntime::Create(std::move(set), config_, ckpt, device_, max_batch_tokens_));
+  return absl::OkStatus();
+}
+
 absl::Status LlamaModel::ApplyLora(int layer, LoraTarget t, const Buffer& x, Buffer& y) {
   if (lora_batch_.empty()) return absl::OkStatus();
   lora_batch_.Segments(layer, t, &lora_segments_);
@@ -134,6 +158,39 @@ absl::Status LlamaModel::Probe(int layer, ProbePoint point, const Buffer& buf, s
   return absl::OkStatus();
 }
 
+absl::Status LlamaModel::Ffn(int l, int rows) {
+  const auto& c = config_;
+  const LayerWeights& L = weights_->layers[l];
+  Device& d = *device_;
+  const bool sparse = modules_ != nullptr && any_sparse_rows_;
+  // A mixed batch runs the dense FFN for every row, then overwrites the sparse rows: each row's
+  // result is then the one it gets alone. The oracle selector reads the dense activations too.
+  const bool dense = !sparse || any_dense_rows_ || modules_->NeedsActivations(module_rows_);
+  if (dense) {
+    BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.gate, nullptr, gate_));
+    BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.up, nullptr, up_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kGate, normed_, gate_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kUp, normed_, up_));
+    const size_t n_inter = static_cast<size_t>(rows) * c.intermediate_size;
+    if (probe_) {
+      BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kFfnInput, normed_, static_cast<size_t>(rows) * c.hidden_size));
+      BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kGate, gate_, n_inter));
+    }
+    BS_RETURN_IF_ERROR(d.SwiGlu(gate_, up_, n_inter, gate_));
+    if (probe_) BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kDownInput, gate_, n_inter));
+    BS_RETURN_IF_ERROR(d.MatMul(gate_, rows, L.down, nullptr, proj_));
+    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kDown, gate_, proj_));
+  }
+  if (modules_ == nullptr || (!sparse && !any_trace_)) return absl::OkStatus();
+  const Buffer* gate_pre = nullptr;
+  if (sparse && modules_->NeedsGate(module_rows_)) {
+    // Threshold rows cut on gate·x; up_ is free once the dense pass is done.
+    BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.gate, nullptr, up_));
+    gate_pre = &up_;
+  }
+  return modules_->Run(l, normed_, module_rows_, L.gate, L.up, dense ? &gate_ : nullptr, gate_pre, proj_);
+}
+
 absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits) {
   const auto& c = config_;
   const auto& W = *weights_;
@@ -141,6 +198,8 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
   std::vector<int32_t> ids, positions, slots, logit_rows;
   std::vector<AttentionSeq> attn_seqs;
   lora_batch_.Clear();
+  module_rows_.clear();
+  any_sparse_rows_ = any_dense_rows_ = any_trace_ = false;
   for (const auto& s : batch) {
     const int32_t n = static_cast<int32_t>(s.tokens.size());
     if (n == 0) return absl::InvalidArgumentError("Forward: a sequence has no tokens");
@@ -156,8 +215,17 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
       BS_RETURN_IF_ERROR(ValidateLoraUses(s.loras, c));
       lora_batch_.Add(static_cast<int32_t>(ids.size()), n, s.loras);
     }
+    const RouterPolicy* router = s.router != nullptr && s.router->sparse() ? s.router : nullptr;
+    if (router != nullptr && modules_ == nullptr) {
+      return absl::FailedPreconditionError("Forward: a sparse router policy needs a module set");
+    }
+    if (router != nullptr && HasMlpLora(s.loras)) router = nullptr;
+    any_sparse_rows_ |= router != nullptr;
+    any_dense_rows_ |= router == nullptr;
+    any_trace_ |= s.trace != nullptr;
     for (int32_t i = 0; i < n; ++i) {
       const int32_t pos = s.start_pos + i;
+      module_rows_.push_back({router, s.trace, pos, s.tokens[i]});
       if (s.logits == LogitRows::kAll || (s.logits == LogitRows::kLast && i == n - 1)) {
         logit_rows.push_back(static_cast<int32_t>(ids.size()));
       }
@@ -196,15 +264,7 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
     BS_RETURN_IF_ERROR(d.Add(hidden_, proj_, n_hidden));
     // SwiGLU feed-forward block.
     BS_RETURN_IF_ERROR(d.RmsNorm(hidden_, L.post_attention_norm, rows, eps, normed_));
-    BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.gate, nullptr, gate_));
-    BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.up, nullptr, up_));
-    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kGate, normed_, gate_));
-    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kUp, normed_, up_));
-    BS_RETURN_IF_ERROR(d.SwiGlu(gate_, up_, static_cast<size_t>(rows) * c.intermediate_size, gate_));
-    const size_t n_inter = static_cast<size_t>(rows) * c.intermediate_size;
-    if (probe_) BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kDownInput, gate_, n_inter));
-    BS_RETURN_IF_ERROR(d.MatMul(gate_, rows, L.down, nullptr, proj_));
-    BS_RETURN_IF_ERROR(ApplyLora(l, LoraTarget::kDown, gate_, proj_));
+    BS_RETURN_IF_ERROR(Ffn(l, rows));
     if (probe_) BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kDownOutput, proj_, n_hidden));
     BS_RETURN_IF_ERROR(d.Add(hidden_, proj_, n_hidden));
     if (probe_) BS_RETURN_IF_ERROR(Probe(l, ProbePoint::kResidual, hidden_, n_hidden));

@@ -12,6 +12,7 @@
 #include "engine/backend/device.h"
 #include "engine/model/config.h"
 #include "engine/model/lora.h"
+#include "engine/modules/module_runtime.h"
 
 namespace brickserve {
 
@@ -25,10 +26,16 @@ struct SequenceInput {
   std::span<const int32_t> block_table;  // KV blocks covering positions [0, start_pos + tokens.size())
   LogitRows logits = LogitRows::kLast;   // kAll for scoring; kNone for a prompt chunk before the last
   std::span<const LoraUse> loras;        // adapters applied to this sequence's rows, in order
+  // The FFN modules its tokens use (null: dense). A sequence whose adapters touch gate/up/down_proj
+  // runs its FFN dense whatever the policy (the sparse kernel has no LoRA deltas).
+  const RouterPolicy* router = nullptr;
+  ModuleTrace* trace = nullptr;          // receives its module usage (needs a module set)
 };
 
 // Where an ActivationProbe sees a layer's activations (row-major [rows, width] on the host).
 enum class ProbePoint {
+  kFfnInput,    // post_attention_layernorm's output, the FFN (and router) input [rows, hidden_size]
+  kGate,        // gate_proj's output before silu [rows, intermediate_size]
   kResidual,    // the hidden state after the layer [rows, hidden_size]
   kDownInput,   // silu(gate)·up, the input of down_proj [rows, intermediate_size]
   kDownOutput,  // down_proj's output before it is added to the residual [rows, hidden_size]
@@ -54,6 +61,11 @@ class LlamaModel {
   // logits [rows, vocab] for the rows that asked for them, in batch order.
   absl::Status Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits);
 
+  // Binds a module set built for this model (ModuleRuntime::Create); null unbinds. Not while a
+  // Forward runs.
+  absl::Status SetModules(std::shared_ptr<const ModuleSet> set);
+  const ModuleRuntime* modules() const { return modules_.get(); }
+
   // Calibration only (the core map): while set, Forward copies the probed activations to the host
   // and calls `probe` (a device sync per call). Unset (the default), Forward pays nothing for it.
   // Set and clear it on the thread that runs Forward.
@@ -66,8 +78,11 @@ class LlamaModel {
   // y += the LoRA deltas of layer `layer` / projection `t` for the rows that use adapters.
   absl::Status ApplyLora(int layer, LoraTarget t, const Buffer& x, Buffer& y);
   absl::Status Probe(int layer, ProbePoint point, const Buffer& buf, size_t n);
+  // The SwiGLU block of layer `layer` from normed_ into proj_: dense, sparse, or both (mixed batch).
+  absl::Status Ffn(int layer, int rows);
 
   ModelConfig config_;
+  std::string model_dir_;
   Device* device_;
   int max_batch_tokens_;
   size_t weight_bytes_ = 0;
@@ -75,6 +90,9 @@ class LlamaModel {
   // Activation buffers, sized for max_batch_tokens rows.
   LoraBatch lora_batch_;  // this step's rows grouped by adapter
   std::vector<LoraSegment> lora_segments_;
+  std::unique_ptr<ModuleRuntime> modules_;
+  std::vector<ModuleRow> module_rows_;   // this step's rows, for the module runtime
+  bool any_sparse_rows_ = false, any_dense_rows_ = false, any_trace_ = false;
   ActivationProbe probe_;
   std::vector<float> probe_host_;
   Buffer hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, logits_rows_, logits_;

@@ -1,5 +1,6 @@
 #include "engine/model/safetensors.h"
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -22,8 +23,9 @@ absl::StatusOr<DType> ParseDType(const std::string& s, const std::string& where)
   if (s == "F32") return DType::kF32;
   if (s == "F16") return DType::kF16;
   if (s == "BF16") return DType::kBF16;
+  if (s == "I32") return DType::kI32;  // index tensors (module sets)
   return absl::InvalidArgumentError(absl::StrCat(where, ": dtype \"", s,
-                                                 "\" is not supported (supported: F32, F16, BF16)"));
+                                                 "\" is not supported (supported: F32, F16, BF16, I32)"));
 }
 
 absl::Status ParseTensorEntry(const std::string& name, const json& entry, const std::byte* body,
@@ -170,6 +172,40 @@ absl::StatusOr<CheckpointTensors> CheckpointTensors::Open(const std::string& mod
     }
   }
   return ckpt;
+}
+
+absl::Status WriteSafetensors(const std::string& path, const std::map<std::string, HostTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    uint64_t bytes = DTypeSize(t.dtype);
+    for (int64_t d : t.shape) bytes *= static_cast<uint64_t>(d);
+    header[name] = {{"dtype", DTypeName(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data section 8-byte aligned
+  // Written beside the target and renamed, so a reader never sees half a file.
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
+  const uint64_t len = text.size();
+  bool ok = std::fwrite(&len, 8, 1, f) == 1 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  for (const auto& [name, t] : tensors) {
+    size_t bytes = DTypeSize(t.dtype);
+    for (int64_t d : t.shape) bytes *= static_cast<size_t>(d);
+    ok = ok && (bytes == 0 || std::fwrite(t.data, 1, bytes, f) == bytes);
+  }
+  ok = (std::fclose(f) == 0) && ok;
+  std::error_code ec;
+  if (ok) fs::rename(tmp, path, ec);
+  if (!ok || ec) {
+    fs::remove(tmp, ec);
+    return absl::InternalError(absl::StrCat("writing ", path, " failed"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<HostTensor> CheckpointTensors::Get(const std::string& name) const {

@@ -44,4 +44,8 @@ class CheckpointTensors {
   std::map<std::string, HostTensor> tensors_;
 };
 
+// Writes `tensors` (host data, in name order) and string `metadata` as one safetensors file.
+absl::Status WriteSafetensors(const std::string& path, const std::map<std::string, HostTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata);
+
 }  // namespace brickserve

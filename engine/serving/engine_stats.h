@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <mutex>
 
+#include "engine/modules/module_trace.h"
+
 namespace brickserve {
 
 // A fixed-bucket latency histogram in the Prometheus style (cumulative at export time).
@@ -55,6 +57,9 @@ struct EngineStats {
   LatencyHistogram::Snapshot inter_token_latency;  // time per output token after the first
   LatencyHistogram::Snapshot queue_time;           // submission to first admission
   LatencyHistogram::Snapshot step_time;            // one forward step of the running batch
+  // Tokens per module and layer over every finished request (empty without a module set): the
+  // usage histogram that shows which modules a workload never needs.
+  ModuleTrace module_usage;
 };
 
 }  // namespace brickserve

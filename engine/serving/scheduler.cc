@@ -321,7 +321,8 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
     Sequence& s = *p.seq;
     const bool last = s.num_computed + p.tokens == static_cast<int>(s.tokens().size());
     inputs.push_back({std::span<const int32_t>(s.tokens()).subspan(s.num_computed, p.tokens), s.num_computed,
-                      s.blocks, last ? LogitRows::kLast : LogitRows::kNone, s.loras()});
+                      s.blocks, last ? LogitRows::kLast : LogitRows::kNone, s.loras(), &s.router(),
+                      &s.module_usage()});
   }
   std::vector<float> logits;
   const Clock::time_point start = Clock::now();
@@ -439,6 +440,10 @@ void Scheduler::InsertWaiting(SeqPtr seq) {
 
 void Scheduler::Deliver(std::vector<SeqPtr>& done, const absl::Status& status) {
   if (done.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    for (auto& s : done) stats_.module_usage.Merge(s->module_usage());
+  }
   for (auto& s : done) s->Deliver(status);
   const size_t n = done.size();
   done.clear();  // frees them before the caller is told the engine is idle

@@ -41,6 +41,9 @@ class Sequence {
   Clock::time_point arrival() const { return arrival_; }
   int prompt_len() const { return static_cast<int>(request_.prompt_ids.size()); }
   const std::vector<LoraUse>& loras() const { return request_.loras; }
+  const RouterPolicy& router() const { return request_.router; }
+  // The modules its tokens used so far (recomputed tokens after a preemption count again).
+  ModuleTrace& module_usage() { return module_usage_; }
 
   // Prompt then generated tokens. The KV of tokens()[0, num_computed) is in the cache; the rest
   // (the prompt, or after a preemption everything, or the last sampled token) still has to run.
@@ -83,6 +86,7 @@ class Sequence {
   IncrementalDecoder decoder_;
   StopMatcher stops_;
   GenerationResult result_;
+  ModuleTrace module_usage_;
   StreamPiece piece_;
   Clock::time_point last_token_time_;
 };

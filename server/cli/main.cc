@@ -1,9 +1,10 @@
 // The one `brickserve` binary: subcommands dispatch here. Without gRPC at build time it carries
-// only the engine's `run` and `core-map`.
+// only the engine's `run`, `core-map` and `modules`.
 #include <cstring>
 #include <iostream>
 
 #include "engine/cli/core_map_command.h"
+#include "engine/cli/modules_command.h"
 #include "engine/cli/run_command.h"
 #ifdef BRICKSERVE_HAVE_GRPC
 #include "server/cli/bricks_command.h"
@@ -28,6 +29,7 @@ constexpr Command kCommands[] = {
 #endif
     {"run", brickserve::RunCommand, "generate from a prompt with the engine alone (no server)"},
     {"core-map", brickserve::CoreMapCommand, "find the model's core region and write it for the LoRA brick guard"},
+    {"modules", brickserve::ModulesCommand, "build, evaluate and inspect the model's emergent FFN modules"},
 };
 
 void PrintUsage() {

@@ -32,6 +32,9 @@ class CpuDevice final : public Device {
                          std::span<const AttentionSeq> seqs, const AttentionParams& p, Buffer& out) override;
   absl::Status SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) override;
   absl::Status AddLora(const Buffer& x, std::span<const LoraSegment> segments, Buffer& y) override;
+  absl::Status SparseFfn(const Buffer& x, const Weight& gate, const Weight& up, const Weight& down_t,
+                         std::span<const FfnNeuronGroup> groups, std::span<const int32_t> out_rows,
+                         Buffer& out) override;
   absl::Status Add(Buffer& x, const Buffer& y, size_t n) override;
   absl::Status Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t n) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
@@ -54,6 +57,13 @@ class CpuDevice final : public Device {
   std::vector<float> attn_k_, attn_v_;  // prefill attention: the sequence's K/V gathered contiguously
   std::vector<float> lora_x_, lora_t_;  // AddLora: the gathered rows, their rank-wide products
   std::vector<float*> lora_y_rows_;     // AddLora: the output rows of the segment
+  // SparseFfn: per group, its x row pointers, output row pointers and activations [rows, neurons].
+  struct FfnGroupScratch {
+    std::vector<const float*> x_rows;
+    std::vector<float*> out_rows;
+    std::vector<float> gate, up;
+  };
+  std::vector<FfnGroupScratch> ffn_groups_;
 };
 
 }  // namespace brickserve

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "engine/backend/cpu/cpu_kernels.h"
 
@@ -63,11 +64,12 @@ HWY_INLINE float ToF32(T v) {
   }
 }
 
-// RX x rows against RW weight rows. Every (x row, weight row) pair has its own accumulator, summed
-// over k in the same order whatever RX and RW are: a row's result never depends on the other rows.
+// RX x rows against RW weight rows, each given by its own pointer (contiguous for a dense product,
+// gathered for a sparse one). Every (x row, weight row) pair has its own accumulator, summed over k
+// in the same order whatever RX and RW are: a row's result never depends on the other rows.
 template <int RX, int RW, typename T>
-HWY_INLINE void DotTile(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT w, float* HWY_RESTRICT y,
-                        int64_t y_stride) {
+HWY_INLINE void DotTile(const float* const* HWY_RESTRICT x, int64_t in, const T* const* HWY_RESTRICT w,
+                        float* HWY_RESTRICT y, int64_t y_stride) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   hn::Vec<DF> acc[RX][RW];
@@ -76,16 +78,16 @@ HWY_INLINE void DotTile(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RE
   int64_t k = 0;
   for (; k + N <= in; k += N) {
     hn::Vec<DF> wv[RW];
-    for (int o = 0; o < RW; ++o) wv[o] = LoadAsF32(df, w + o * in + k);
+    for (int o = 0; o < RW; ++o) wv[o] = LoadAsF32(df, w[o] + k);
     for (int r = 0; r < RX; ++r) {
-      const auto xv = hn::LoadU(df, x + r * in + k);
+      const auto xv = hn::LoadU(df, x[r] + k);
       for (int o = 0; o < RW; ++o) acc[r][o] = hn::MulAdd(wv[o], xv, acc[r][o]);
     }
   }
   for (int r = 0; r < RX; ++r) {
     for (int o = 0; o < RW; ++o) {
       float s = ReduceSum(df, acc[r][o]);
-      for (int64_t kk = k; kk < in; ++kk) s += ToF32(w[o * in + kk]) * x[r * in + kk];
+      for (int64_t kk = k; kk < in; ++kk) s += ToF32(w[o][kk]) * x[r][kk];
       y[r * y_stride + o] = s;
     }
   }
@@ -102,51 +104,78 @@ constexpr int kRowsTileW = 6;
 constexpr int kRowsTileW = 3;
 #endif
 
+// Weight row o of the tile: row o of a dense matrix, or row ids[o] of a gathered product.
+template <typename T>
+HWY_INLINE const T* WeightRow(const T* w, int64_t in, const int32_t* ids, int64_t o) {
+  return w + (ids != nullptr ? static_cast<int64_t>(ids[o]) : o) * in;
+}
+
 template <int RX, typename T>
-HWY_INLINE void DotRowsGroup(const float* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT w, int64_t o0,
-                             int64_t o1, float* HWY_RESTRICT y, int64_t y_stride) {
+HWY_INLINE void DotRowsGroup(const float* const* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT w,
+                             const int32_t* ids, int64_t o0, int64_t o1, float* HWY_RESTRICT y, int64_t y_stride) {
   // Decode (one x row) is memory bound. F32: four weight rows per pass give enough independent
   // sums. 16-bit weights: one row at a time, one sequential stream; with four interleaved rows
   // BF16 decode ran at half the speed (measured, engine_bench: 24-33 vs 42-48 tok/s).
   constexpr int RW = RX > 1 ? kRowsTileW : (sizeof(T) == 4 ? 4 : 1);
   int64_t o = o0;
-  for (; o + RW <= o1; o += RW) DotTile<RX, RW>(x, in, w + o * in, y + o, y_stride);
-  for (; o < o1; ++o) DotTile<RX, 1>(x, in, w + o * in, y + o, y_stride);
+  for (; o + RW <= o1; o += RW) {
+    const T* wr[RW];
+    for (int i = 0; i < RW; ++i) wr[i] = WeightRow(w, in, ids, o + i);
+    DotTile<RX, RW>(x, in, wr, y + o, y_stride);
+  }
+  for (; o < o1; ++o) {
+    const T* wr[1] = {WeightRow(w, in, ids, o)};
+    DotTile<RX, 1>(x, in, wr, y + o, y_stride);
+  }
 }
 
+// y[r * y_stride + o] = dot(x[r], weight row o) for o in [o_begin, o_end): row o of w, or row ids[o]
+// when gathering.
 template <typename T>
-void MatVecT(const float* HWY_RESTRICT x, int rows, int64_t in, const T* HWY_RESTRICT w,
-             int64_t o_begin, int64_t o_end, float* HWY_RESTRICT y, int64_t y_stride) {
+void MatVecT(const float* const* HWY_RESTRICT x, int rows, int64_t in, const T* HWY_RESTRICT w,
+             const int32_t* ids, int64_t o_begin, int64_t o_end, float* HWY_RESTRICT y, int64_t y_stride) {
   // A tile of weight rows stays in L2 while every group of x rows passes over it, so many rows
   // cost one read of the weights from memory.
   const int64_t tile = std::max<int64_t>(4, kWeightTileBytes / (in * static_cast<int64_t>(sizeof(T))));
   for (int64_t t0 = o_begin; t0 < o_end; t0 += tile) {
     const int64_t t1 = std::min(o_end, t0 + tile);
     for (int r0 = 0; r0 < rows; r0 += 4) {
-      const float* xr = x + r0 * in;
+      const float* const* xr = x + r0;
       float* yr = y + r0 * y_stride;
       switch (std::min(4, rows - r0)) {
-        case 1: DotRowsGroup<1>(xr, in, w, t0, t1, yr, y_stride); break;
-        case 2: DotRowsGroup<2>(xr, in, w, t0, t1, yr, y_stride); break;
-        case 3: DotRowsGroup<3>(xr, in, w, t0, t1, yr, y_stride); break;
-        default: DotRowsGroup<4>(xr, in, w, t0, t1, yr, y_stride); break;
+        case 1: DotRowsGroup<1>(xr, in, w, ids, t0, t1, yr, y_stride); break;
+        case 2: DotRowsGroup<2>(xr, in, w, ids, t0, t1, yr, y_stride); break;
+        case 3: DotRowsGroup<3>(xr, in, w, ids, t0, t1, yr, y_stride); break;
+        default: DotRowsGroup<4>(xr, in, w, ids, t0, t1, yr, y_stride); break;
       }
     }
   }
 }
 
+void MatVecAny(const float* const* x, int rows, int64_t in, const void* w, DType w_dtype, const int32_t* ids,
+               int64_t o_begin, int64_t o_end, float* y, int64_t y_stride) {
+  switch (w_dtype) {
+    case DType::kF32: return MatVecT(x, rows, in, static_cast<const float*>(w), ids, o_begin, o_end, y, y_stride);
+    case DType::kBF16:
+      return MatVecT(x, rows, in, static_cast<const hwy::bfloat16_t*>(w), ids, o_begin, o_end, y, y_stride);
+    case DType::kF16:
+      return MatVecT(x, rows, in, static_cast<const hwy::float16_t*>(w), ids, o_begin, o_end, y, y_stride);
+    default: return;
+  }
+}
+
 void MatVecRows(const float* x, int rows, int64_t in, const void* w, DType w_dtype, int64_t o_begin,
                 int64_t o_end, float* y, int64_t y_stride) {
-  switch (w_dtype) {
-    case DType::kF32:
-      return MatVecT(x, rows, in, static_cast<const float*>(w), o_begin, o_end, y, y_stride);
-    case DType::kBF16:
-      return MatVecT(x, rows, in, static_cast<const hwy::bfloat16_t*>(w), o_begin, o_end, y, y_stride);
-    case DType::kF16:
-      return MatVecT(x, rows, in, static_cast<const hwy::float16_t*>(w), o_begin, o_end, y, y_stride);
-    default:
-      return;
-  }
+  // All rows in one call, so each weight tile is read once for all of them.
+  thread_local std::vector<const float*> xr;
+  xr.resize(static_cast<size_t>(rows));
+  for (int r = 0; r < rows; ++r) xr[r] = x + static_cast<int64_t>(r) * in;
+  MatVecAny(xr.data(), rows, in, w, w_dtype, nullptr, o_begin, o_end, y, y_stride);
+}
+
+void MatVecGathered(const float* const* x, int rows, int64_t in, const void* w, DType w_dtype,
+                    const int32_t* ids, int64_t n_ids, float* y, int64_t y_stride) {
+  MatVecAny(x, rows, in, w, w_dtype, ids, 0, n_ids, y, y_stride);
 }
 
 template <typename T>
@@ -193,7 +222,7 @@ void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, size_t n)
 
 template <typename T>
 void AddRowsTimesMatrixT(const float* HWY_RESTRICT t, int rows, int64_t k, const T* HWY_RESTRICT w, int64_t n,
-                         int64_t o_begin, int64_t o_end, float* const* y) {
+                         const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   // Columns in chunks that keep the chunk of w (k rows) in L1 while every row passes over it.
@@ -206,27 +235,29 @@ void AddRowsTimesMatrixT(const float* HWY_RESTRICT t, int rows, int64_t k, const
       int64_t o = c0;
       for (; o + N <= c1; o += N) {
         auto acc = hn::LoadU(df, yr + o);
-        for (int64_t j = 0; j < k; ++j) acc = hn::MulAdd(hn::Set(df, tr[j]), LoadAsF32(df, w + j * n + o), acc);
+        for (int64_t j = 0; j < k; ++j) {
+          acc = hn::MulAdd(hn::Set(df, tr[j]), LoadAsF32(df, WeightRow(w, n, ids, j) + o), acc);
+        }
         hn::StoreU(acc, df, yr + o);
       }
       for (; o < c1; ++o) {
         float acc = yr[o];
-        for (int64_t j = 0; j < k; ++j) acc += tr[j] * ToF32(w[j * n + o]);
+        for (int64_t j = 0; j < k; ++j) acc += tr[j] * ToF32(WeightRow(w, n, ids, j)[o]);
         yr[o] = acc;
       }
     }
   }
 }
 
-void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
-                        int64_t o_begin, int64_t o_end, float* const* y) {
+void AddRowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                              const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y) {
   switch (w_dtype) {
     case DType::kF32:
-      return AddRowsTimesMatrixT(t, rows, k, static_cast<const float*>(w), n, o_begin, o_end, y);
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const float*>(w), n, ids, o_begin, o_end, y);
     case DType::kBF16:
-      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::bfloat16_t*>(w), n, o_begin, o_end, y);
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::bfloat16_t*>(w), n, ids, o_begin, o_end, y);
     case DType::kF16:
-      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::float16_t*>(w), n, o_begin, o_end, y);
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::float16_t*>(w), n, ids, o_begin, o_end, y);
     default:
       return;
   }
@@ -279,7 +310,8 @@ HWY_EXPORT(MatVecRows);
 HWY_EXPORT(ConvertToF32);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Axpy);
-HWY_EXPORT(AddRowsTimesMatrix);
+HWY_EXPORT(AddRowsTimesGatheredRows);
+HWY_EXPORT(MatVecGathered);
 HWY_EXPORT(SiluMul);
 HWY_EXPORT(SoftmaxPrefix);
 
@@ -294,7 +326,15 @@ float Dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATC
 void Axpy(float a, const float* x, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
 void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
                         int64_t o_begin, int64_t o_end, float* const* y) {
-  HWY_DYNAMIC_DISPATCH(AddRowsTimesMatrix)(t, rows, k, w, w_dtype, n, o_begin, o_end, y);
+  HWY_DYNAMIC_DISPATCH(AddRowsTimesGatheredRows)(t, rows, k, w, w_dtype, n, nullptr, o_begin, o_end, y);
+}
+void AddRowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                              const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y) {
+  HWY_DYNAMIC_DISPATCH(AddRowsTimesGatheredRows)(t, rows, k, w, w_dtype, n, ids, o_begin, o_end, y);
+}
+void MatVecGathered(const float* const* x, int rows, int64_t in, const void* w, DType w_dtype,
+                    const int32_t* ids, int64_t n_ids, float* y, int64_t y_stride) {
+  HWY_DYNAMIC_DISPATCH(MatVecGathered)(x, rows, in, w, w_dtype, ids, n_ids, y, y_stride);
 }
 void SiluMul(const float* gate, const float* up, size_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(SiluMul)(gate, up, n, out);

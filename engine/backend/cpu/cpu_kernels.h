@@ -20,6 +20,14 @@ void MatVecRows(const float* x, int rows, int64_t in, const void* w, DType w_dty
 void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
                         int64_t o_begin, int64_t o_end, float* const* y);
 
+// The sparse-FFN forms. y[r * y_stride + i] = dot(x[r], w[ids[i] * in .. + in]) for r < rows,
+// i < n_ids: x rows by pointer, weight rows gathered by id; same sums as MatVecRows, row by row.
+void MatVecGathered(const float* const* x, int rows, int64_t in, const void* w, DType w_dtype,
+                    const int32_t* ids, int64_t n_ids, float* y, int64_t y_stride);
+// AddRowsTimesMatrix with w's row j read from row ids[j] of a matrix [*, n].
+void AddRowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                              const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y);
+
 // out[i] = float(src[i]) for F32/F16/BF16 `src`.
 void ConvertToF32(const void* src, DType dtype, size_t n, float* out);
 

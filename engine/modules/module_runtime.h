@@ -1,0 +1,73 @@
+// The emergent modules at run time: the module set's device-side weights (routers, down_proj
+// transposed so a neuron's output weights are contiguous) and the per-layer step that picks each
+// row's modules and runs the sparse FFN through the device interface.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend/device.h"
+#include "engine/model/config.h"
+#include "engine/model/safetensors.h"
+#include "engine/modules/module_set.h"
+#include "engine/modules/module_trace.h"
+#include "engine/modules/router_policy.h"
+
+namespace brickserve {
+
+// One batch row's part in a layer's sparse FFN.
+struct ModuleRow {
+  const RouterPolicy* policy = nullptr;  // null or dense: the row took the dense FFN
+  ModuleTrace* trace = nullptr;          // where its module usage goes (null: nowhere)
+  int32_t position = 0;                  // for the random selector
+  int32_t token = 0;
+};
+
+class ModuleRuntime {
+ public:
+  // Uploads the routers and a transposed copy of every layer's down_proj (from `ckpt`).
+  static absl::StatusOr<std::unique_ptr<ModuleRuntime>> Create(std::shared_ptr<const ModuleSet> set,
+                                                               const ModelConfig& config,
+                                                               const CheckpointTensors& ckpt, Device* device,
+                                                               int max_rows);
+
+  const ModuleSet& set() const { return *set_; }
+  std::shared_ptr<const ModuleSet> shared_set() const { return set_; }
+  // Device bytes held (transposed down weights and routers).
+  size_t bytes() const { return bytes_; }
+
+  // What a layer's selectors need before Run: `h` = silu(gate·x)·(up·x) of every row when a row
+  // uses the oracle, `gate` = gate·x when one uses thresholds. The caller computes them densely.
+  bool NeedsActivations(std::span<const ModuleRow> rows) const;
+  bool NeedsGate(std::span<const ModuleRow> rows) const;
+
+  // For every row with a sparse policy: picks its modules (router scores of `x`, `h`, `gate` or
+  // random), writes the sparse FFN output into `out` (other rows untouched) and records usage.
+  // Rows with a dense policy only get their usage recorded (every module).
+  absl::Status Run(int layer, const Buffer& x, std::span<const ModuleRow> rows, const Weight& gate_w,
+                   const Weight& up_w, const Buffer* h, const Buffer* gate, Buffer& out);
+
+ private:
+  ModuleRuntime(std::shared_ptr<const ModuleSet> set, Device* device) : set_(std::move(set)), device_(device) {}
+  void SelectTopK(int layer, const RouterPolicy& p, const float* scores, std::vector<int32_t>* chosen) const;
+  void SelectRandom(int layer, const RouterPolicy& p, const ModuleRow& row, std::vector<int32_t>* chosen) const;
+
+  std::shared_ptr<const ModuleSet> set_;
+  Device* device_;
+  size_t bytes_ = 0;
+  std::vector<Weight> router_w_, router_b_, down_t_;
+  // Per layer: each module's neurons minus the resident ones, and the module of each neuron.
+  std::vector<std::vector<std::vector<int32_t>>> module_neurons_;
+  std::vector<std::vector<int32_t>> neuron_module_;
+  Buffer scores_;
+  // Per-call scratch.
+  std::vector<float> host_scores_, host_act_;
+  std::vector<std::vector<int32_t>> group_rows_;
+  std::vector<std::vector<int32_t>> row_neurons_;
+  std::vector<FfnNeuronGroup> groups_;
+  std::vector<int32_t> out_rows_, chosen_;
+};
+
+}  // namespace brickserve
