@@ -20,18 +20,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bricks/brick_loader.h"
+#include "bench/batch_runner.h"
 #include "engine/engine.h"
 
 namespace brickserve {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct Options {
   std::string model_dir, adapters_dir;
@@ -72,49 +65,6 @@ Options Parse(int argc, char** argv) {
   }
   if (o.model_dir.empty() || o.adapters_dir.empty()) Usage("--model and --adapters are required");
   return o;
-}
-
-struct RunResult {
-  double tok_per_s = 0, decode_tok_per_s = 0;
-};
-
-RunResult RunBatch(Engine& engine, const std::vector<GenerationRequest>& requests) {
-  std::mutex mu;
-  std::vector<Clock::time_point> first(requests.size());
-  std::vector<int> tokens(requests.size(), 0);
-  std::vector<std::vector<Clock::time_point>> times(requests.size());
-  std::vector<std::promise<void>> done(requests.size());
-  const Clock::time_point t0 = Clock::now();
-  for (size_t i = 0; i < requests.size(); ++i) {
-    auto on_piece = [&, i](const StreamPiece& p) {
-      std::lock_guard<std::mutex> lock(mu);
-      for (size_t k = 0; k < p.tokens.size(); ++k) times[i].push_back(Clock::now());
-      return true;
-    };
-    auto st = engine.Submit(requests[i], {}, on_piece, [&, i](absl::StatusOr<GenerationResult> r) {
-      if (!r.ok()) std::fprintf(stderr, "lora_bench: %s\n", r.status().ToString().c_str());
-      else tokens[i] = r->completion_tokens;
-      done[i].set_value();
-    });
-    if (!st.ok()) Usage(st.status().ToString().c_str());
-  }
-  for (auto& d : done) d.get_future().wait();
-  const double wall = Since(t0);
-  RunResult r;
-  int total = 0;
-  Clock::time_point last_first = t0, end = t0;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    total += tokens[i];
-    if (!times[i].empty()) {
-      last_first = std::max(last_first, times[i].front());
-      end = std::max(end, times[i].back());
-    }
-  }
-  int after = 0;
-  for (const auto& t : times) after += static_cast<int>(std::count_if(t.begin(), t.end(), [&](auto x) { return x > last_first; }));
-  r.tok_per_s = total / wall;
-  r.decode_tok_per_s = after / std::chrono::duration<double>(end - last_first).count();
-  return r;
 }
 
 int Main(int argc, char** argv) {
@@ -160,7 +110,7 @@ int Main(int argc, char** argv) {
         reqs[i].ignore_eos = true;
         if (d > 0) (void)bricks[i % d]->Apply(1.0f, reqs[i]);
       }
-      const RunResult r = RunBatch(**engine, reqs);
+      const RunResult r = RunBatch(**engine, reqs, "lora_bench");
       if (run > 0) results[di].push_back(r);  // round 0 warms up
     }
   }
