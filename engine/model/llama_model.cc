@@ -188,7 +188,7 @@ absl::Status LlamaModel::Ffn(int l, int rows) {
     BS_RETURN_IF_ERROR(d.MatMul(normed_, rows, L.gate, nullptr, up_));
     gate_pre = &up_;
   }
-  return modules_->Run(l, normed_, module_rows_, L.gate, L.up, dense ? &gate_ : nullptr, gate_pre, proj_);
+  return modules_->Run(l, normed_, module_rows_, dense ? &gate_ : nullptr, gate_pre, proj_);
 }
 
 absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits) {

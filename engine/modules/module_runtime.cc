@@ -11,21 +11,27 @@
 namespace brickserve {
 namespace {
 
-// down_proj [H, I] transposed to [I, H] in its own storage type (a neuron's output weights become
-// one contiguous row the sparse kernel can stream).
-std::shared_ptr<std::vector<std::byte>> Transpose(const HostTensor& t) {
+// Rows `order` of a row-major matrix [*, cols] (transposed first when `transpose`: then the rows are
+// the source's columns), in its own storage type. The sparse FFN reads a module's neurons as one
+// contiguous block of these rows.
+std::shared_ptr<std::vector<std::byte>> GatherRows(const HostTensor& t, const std::vector<int32_t>& order,
+                                                   bool transpose) {
   const size_t rows = static_cast<size_t>(t.shape[0]), cols = static_cast<size_t>(t.shape[1]);
   const size_t e = DTypeSize(t.dtype);
-  auto out = std::make_shared<std::vector<std::byte>>(rows * cols * e);
+  const size_t out_cols = transpose ? rows : cols;
+  auto out = std::make_shared<std::vector<std::byte>>(order.size() * out_cols * e);
   const std::byte* src = static_cast<const std::byte*>(t.data);
   std::byte* dst = out->data();
-  constexpr size_t kTile = 64;  // cache-friendly blocks
+  if (!transpose) {
+    for (size_t i = 0; i < order.size(); ++i) std::memcpy(dst + i * cols * e, src + order[i] * cols * e, cols * e);
+    return out;
+  }
+  constexpr size_t kTile = 64;  // blocks of the source rows, so its cache lines are reused
   for (size_t r0 = 0; r0 < rows; r0 += kTile) {
-    for (size_t c0 = 0; c0 < cols; c0 += kTile) {
+    for (size_t i = 0; i < order.size(); ++i) {
+      const size_t c = static_cast<size_t>(order[i]);
       for (size_t r = r0; r < std::min(rows, r0 + kTile); ++r) {
-        for (size_t c = c0; c < std::min(cols, c0 + kTile); ++c) {
-          std::memcpy(dst + (c * rows + r) * e, src + (r * cols + c) * e, e);
-        }
+        std::memcpy(dst + (i * rows + r) * e, src + (r * cols + c) * e, e);
       }
     }
   }
@@ -64,28 +70,41 @@ absl::StatusOr<std::unique_ptr<ModuleRuntime>> ModuleRuntime::Create(std::shared
     BS_ASSIGN_OR_RETURN(Weight rb, device->UploadWeight(b));
     rt->router_w_.push_back(rw);
     rt->router_b_.push_back(rb);
-    BS_ASSIGN_OR_RETURN(HostTensor down, ckpt.Get(absl::StrCat("model.layers.", l, ".mlp.down_proj.weight")));
-    if (down.shape != std::vector<int64_t>{H, I}) {
-      return absl::InvalidArgumentError(absl::StrCat("layer ", l, " down_proj has an unexpected shape"));
-    }
-    auto transposed = Transpose(down);
-    HostTensor dt{down.dtype, {I, H}, transposed->data(), transposed};
-    BS_ASSIGN_OR_RETURN(Weight dw, device->UploadWeight(dt));
-    rt->down_t_.push_back(dw);
-    rt->bytes_ += transposed->size() + static_cast<size_t>(N) * (H + 1) * sizeof(float);
-
+    // Neurons in module order (each module's ascending), the resident ones last.
     std::vector<uint8_t> resident(I);
     for (int32_t j : L.resident) resident[j] = 1;
+    std::vector<int32_t>& order = rt->order_.emplace_back();
     auto& modules = rt->module_neurons_.emplace_back(N);
     auto& owner = rt->neuron_module_.emplace_back(I, -1);
     for (int64_t m = 0; m < N; ++m) {
-      for (int64_t s = 0; s < S; ++s) {
-        const int32_t j = L.modules[m * S + s];
-        owner[j] = static_cast<int32_t>(m);
-        if (!resident[j]) modules[m].push_back(j);
+      std::vector<int32_t> ids(L.modules.begin() + m * S, L.modules.begin() + (m + 1) * S);
+      std::sort(ids.begin(), ids.end());
+      for (int32_t j : ids) {
+        if (resident[j]) continue;
+        owner[order.size()] = static_cast<int32_t>(m);
+        modules[m].push_back(static_cast<int32_t>(order.size()));
+        order.push_back(j);
       }
-      std::sort(modules[m].begin(), modules[m].end());
     }
+    auto& resident_slots = rt->resident_.emplace_back();
+    for (int32_t j : L.resident) {
+      resident_slots.push_back(static_cast<int32_t>(order.size()));
+      order.push_back(j);
+    }
+    const std::string p = absl::StrCat("model.layers.", l, ".mlp.");
+    Weight* targets[] = {&rt->gate_.emplace_back(), &rt->up_.emplace_back(), &rt->down_t_.emplace_back()};
+    const char* names[] = {"gate_proj", "up_proj", "down_proj"};
+    for (int i = 0; i < 3; ++i) {
+      BS_ASSIGN_OR_RETURN(HostTensor t, ckpt.Get(p + names[i] + ".weight"));
+      if (t.shape != (i < 2 ? std::vector<int64_t>{I, H} : std::vector<int64_t>{H, I})) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", l, " ", names[i], " has an unexpected shape"));
+      }
+      auto rows = GatherRows(t, order, /*transpose=*/i == 2);
+      HostTensor copy{t.dtype, {I, H}, rows->data(), rows};
+      BS_ASSIGN_OR_RETURN(*targets[i], device->UploadWeight(copy));
+      rt->bytes_ += rows->size();
+    }
+    rt->bytes_ += static_cast<size_t>(N) * (H + 1) * sizeof(float);
   }
   BS_ASSIGN_OR_RETURN(rt->scores_, device->AllocBuffer(static_cast<size_t>(max_rows) * N));
   return rt;
@@ -137,8 +156,8 @@ void ModuleRuntime::SelectRandom(int layer, const RouterPolicy& p, const ModuleR
   std::sort(chosen->begin(), chosen->end());
 }
 
-absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const ModuleRow> rows, const Weight& gate_w,
-                                const Weight& up_w, const Buffer* h, const Buffer* gate, Buffer& out) {
+absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const ModuleRow> rows, const Buffer* h,
+                                const Buffer* gate, Buffer& out) {
   const ModuleLayer& L = set_->layers[layer];
   const int N = set_->num_modules, S = set_->module_size, I = set_->intermediate_size;
   const int n_rows = static_cast<int>(rows.size());
@@ -195,19 +214,19 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
       const float cut = set_->ThresholdFor(layer, p.density);
       const float* g = host_gate.data() + static_cast<size_t>(r) * I;
       std::vector<int32_t>& neurons = row_neurons_.emplace_back();
-      size_t next_resident = 0;
-      for (int j = 0; j < I; ++j) {
-        const bool is_resident = next_resident < L.resident.size() && L.resident[next_resident] == j;
-        if (is_resident) ++next_resident;
-        const int m = neuron_module_[layer][j];
-        if (!is_resident && p.disabled && (*p.disabled)[static_cast<size_t>(layer) * N + m]) continue;
-        if (is_resident || std::fabs(Silu(g[j])) >= cut) neurons.push_back(j);
+      const std::vector<int32_t>& order = order_[layer];
+      for (int slot = 0; slot < I; ++slot) {
+        const int m = neuron_module_[layer][slot];  // -1: resident
+        if (m >= 0 && p.disabled && (*p.disabled)[static_cast<size_t>(layer) * N + m]) continue;
+        if (m < 0 || std::fabs(Silu(g[order[slot]])) >= cut) neurons.push_back(slot);
       }
       threshold_rows.push_back(r);
       if (t != nullptr) {
         t->neurons_computed += neurons.size();
         std::vector<uint8_t> used(N);
-        for (int32_t j : neurons) used[neuron_module_[layer][j]] = 1;
+        for (int32_t slot : neurons) {
+          if (neuron_module_[layer][slot] >= 0) used[neuron_module_[layer][slot]] = 1;
+        }
         for (int m = 0; m < N; ++m) t->at(layer, m) += used[m];
       }
       continue;
@@ -247,14 +266,14 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
   // Groups in a fixed order (resident neurons, modules by id, then per-row threshold sets), so each
   // row sums its neurons in the same order whatever else is in the batch.
   groups_.clear();
-  if (!L.resident.empty() && !group_rows_[N].empty()) groups_.push_back({L.resident, group_rows_[N]});
+  if (!resident_[layer].empty() && !group_rows_[N].empty()) groups_.push_back({resident_[layer], group_rows_[N]});
   for (int m = 0; m < N; ++m) {
     if (!group_rows_[m].empty()) groups_.push_back({module_neurons_[layer][m], group_rows_[m]});
   }
   for (size_t i = 0; i < threshold_rows.size(); ++i) {
     groups_.push_back({row_neurons_[i], std::span<const int32_t>(&threshold_rows[i], 1)});
   }
-  return device_->SparseFfn(x, gate_w, up_w, down_t_[layer], groups_, out_rows_, out);
+  return device_->SparseFfn(x, gate_[layer], up_[layer], down_t_[layer], groups_, out_rows_, out);
 }
 
 }  // namespace brickserve

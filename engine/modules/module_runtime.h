@@ -1,6 +1,7 @@
-// The emergent modules at run time: the module set's device-side weights (routers, down_proj
-// transposed so a neuron's output weights are contiguous) and the per-layer step that picks each
-// row's modules and runs the sparse FFN through the device interface.
+// The emergent modules at run time: the module set's device-side weights (routers; copies of
+// gate/up/down_proj with each module's neurons in one contiguous block, down_proj transposed so a
+// neuron's output weights are one row) and the per-layer step that picks each row's modules and
+// runs the sparse FFN through the device interface.
 #pragma once
 
 #include <memory>
@@ -27,7 +28,8 @@ struct ModuleRow {
 
 class ModuleRuntime {
  public:
-  // Uploads the routers and a transposed copy of every layer's down_proj (from `ckpt`).
+  // Uploads the routers and the module-ordered FFN copies (from `ckpt`): memory for one more copy
+  // of the FFN weights, paid only when a module set is loaded. The dense path keeps the originals.
   static absl::StatusOr<std::unique_ptr<ModuleRuntime>> Create(std::shared_ptr<const ModuleSet> set,
                                                                const ModelConfig& config,
                                                                const CheckpointTensors& ckpt, Device* device,
@@ -46,8 +48,8 @@ class ModuleRuntime {
   // For every row with a sparse policy: picks its modules (router scores of `x`, `h`, `gate` or
   // random), writes the sparse FFN output into `out` (other rows untouched) and records usage.
   // Rows with a dense policy only get their usage recorded (every module).
-  absl::Status Run(int layer, const Buffer& x, std::span<const ModuleRow> rows, const Weight& gate_w,
-                   const Weight& up_w, const Buffer* h, const Buffer* gate, Buffer& out);
+  absl::Status Run(int layer, const Buffer& x, std::span<const ModuleRow> rows, const Buffer* h, const Buffer* gate,
+                   Buffer& out);
 
  private:
   ModuleRuntime(std::shared_ptr<const ModuleSet> set, Device* device) : set_(std::move(set)), device_(device) {}
@@ -57,10 +59,14 @@ class ModuleRuntime {
   std::shared_ptr<const ModuleSet> set_;
   Device* device_;
   size_t bytes_ = 0;
-  std::vector<Weight> router_w_, router_b_, down_t_;
-  // Per layer: each module's neurons minus the resident ones, and the module of each neuron.
-  std::vector<std::vector<std::vector<int32_t>>> module_neurons_;
-  std::vector<std::vector<int32_t>> neuron_module_;
+  std::vector<Weight> router_w_, router_b_;
+  // Per layer, the FFN weights with neurons in "slot" order: modules one after the other (resident
+  // neurons left out), then the resident neurons. order_[l][slot] = the original neuron id.
+  std::vector<Weight> gate_, up_, down_t_;
+  std::vector<std::vector<int32_t>> order_;
+  std::vector<std::vector<std::vector<int32_t>>> module_neurons_;  // [l][m]: its slots (consecutive)
+  std::vector<std::vector<int32_t>> resident_;                     // [l]: the resident slots
+  std::vector<std::vector<int32_t>> neuron_module_;                // [l][slot]: module, -1 resident
   Buffer scores_;
   // Per-call scratch.
   std::vector<float> host_scores_, host_act_;

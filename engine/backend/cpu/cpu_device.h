@@ -57,13 +57,16 @@ class CpuDevice final : public Device {
   std::vector<float> attn_k_, attn_v_;  // prefill attention: the sequence's K/V gathered contiguously
   std::vector<float> lora_x_, lora_t_;  // AddLora: the gathered rows, their rank-wide products
   std::vector<float*> lora_y_rows_;     // AddLora: the output rows of the segment
-  // SparseFfn: per group, its x row pointers, output row pointers and activations [rows, neurons].
-  struct FfnGroupScratch {
-    std::vector<const float*> x_rows;
-    std::vector<float*> out_rows;
-    std::vector<float> gate, up;
+  // SparseFfn: one part = up to 64 neurons of a group, with its partial outputs [group rows, H].
+  struct FfnPart {
+    const FfnNeuronGroup* group;
+    const int32_t* neurons;
+    size_t count;
+    size_t partial;  // offset in ffn_partials_
   };
-  std::vector<FfnGroupScratch> ffn_groups_;
+  std::vector<FfnPart> ffn_parts_;
+  std::vector<float> ffn_partials_;
+  std::vector<std::vector<const float*>> ffn_row_partials_;  // per output row, its partials in order
 };
 
 }  // namespace brickserve

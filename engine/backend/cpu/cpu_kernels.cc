@@ -225,25 +225,25 @@ void AddRowsTimesMatrixT(const float* HWY_RESTRICT t, int rows, int64_t k, const
                          const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  // Columns in chunks that keep the chunk of w (k rows) in L1 while every row passes over it.
-  constexpr int64_t kChunk = 256;
+  // Columns in chunks; within one, weight row after weight row (a sequential stream the prefetcher
+  // follows), each added to every output row, which stay in L1. Each y element still adds its k
+  // terms in order j = 0..k-1, whatever the other rows are (batch-invariant).
+  constexpr int64_t kChunk = 2048;  // long runs of each weight row: few, long streams
+  HWY_ALIGN float wf[kChunk];
   for (int64_t c0 = o_begin; c0 < o_end; c0 += kChunk) {
-    const int64_t c1 = std::min(o_end, c0 + kChunk);
-    for (int r = 0; r < rows; ++r) {
-      const float* tr = t + r * k;
-      float* yr = y[r];
-      int64_t o = c0;
-      for (; o + N <= c1; o += N) {
-        auto acc = hn::LoadU(df, yr + o);
-        for (int64_t j = 0; j < k; ++j) {
-          acc = hn::MulAdd(hn::Set(df, tr[j]), LoadAsF32(df, WeightRow(w, n, ids, j) + o), acc);
-        }
-        hn::StoreU(acc, df, yr + o);
-      }
-      for (; o < c1; ++o) {
-        float acc = yr[o];
-        for (int64_t j = 0; j < k; ++j) acc += tr[j] * ToF32(WeightRow(w, n, ids, j)[o]);
-        yr[o] = acc;
+    const int64_t c1 = std::min(o_end, c0 + kChunk), len = c1 - c0;
+    for (int64_t j = 0; j < k; ++j) {
+      const T* wj = WeightRow(w, n, ids, j) + c0;
+      int64_t o = 0;
+      for (; o + N <= len; o += N) hn::Store(LoadAsF32(df, wj + o), df, wf + o);
+      for (; o < len; ++o) wf[o] = ToF32(wj[o]);
+      for (int r = 0; r < rows; ++r) {
+        const auto a = hn::Set(df, t[r * k + j]);
+        const float ar = t[r * k + j];
+        float* yr = y[r] + c0;
+        o = 0;
+        for (; o + N <= len; o += N) hn::StoreU(hn::MulAdd(a, hn::Load(df, wf + o), hn::LoadU(df, yr + o)), df, yr + o);
+        for (; o < len; ++o) yr[o] += ar * wf[o];
       }
     }
   }

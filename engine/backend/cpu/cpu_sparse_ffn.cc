@@ -1,4 +1,11 @@
 // CpuDevice::SparseFfn: the emergent-modules FFN, reading only the chosen neurons' weights.
+//
+// Work is split into parts of at most kPartNeurons neurons of one group. A part computes, for its
+// group's rows, gate and up of its neurons, h = silu(gate)·up, and its own partial output
+// Σ_j h_j down_t[j, :], streaming each weight row whole. A row's output is then the sum of its
+// parts' partials in part order. Parts depend only on their group, so a row sums the same partials
+// in the same order whatever else is in the batch (batch-invariant), and threads share nothing
+// but the final sum.
 #include <algorithm>
 #include <cstring>
 
@@ -9,8 +16,7 @@
 namespace brickserve {
 namespace {
 
-// Neurons per work item of the gate/up phase: a few rows of weights, enough items for every thread.
-constexpr size_t kNeuronsPerItem = 16;
+constexpr size_t kPartNeurons = 64;
 
 }  // namespace
 
@@ -22,69 +28,77 @@ absl::Status CpuDevice::SparseFfn(const Buffer& x, const Weight& gate, const Wei
     return absl::InvalidArgumentError(absl::StrCat("SparseFfn: gate [", I, ", ", H, "], up [", up.rows, ", ", up.cols,
                                                    "] and down_t [", down_t.rows, ", ", down_t.cols, "] disagree"));
   }
-  const size_t x_rows = x.size / static_cast<size_t>(H), y_rows = out.size / static_cast<size_t>(H);
-  const size_t max_rows = std::min(x_rows, y_rows);
-  std::vector<uint8_t> is_out_row(max_rows);
-  for (int32_t r : out_rows) {
+  const size_t max_rows = std::min(x.size, out.size) / static_cast<size_t>(H);
+  std::vector<int32_t> out_index(max_rows, -1);  // batch row -> its place in out_rows
+  for (size_t i = 0; i < out_rows.size(); ++i) {
+    const int32_t r = out_rows[i];
     if (r < 0 || static_cast<size_t>(r) >= max_rows) {
       return absl::OutOfRangeError(absl::StrCat("SparseFfn: output row ", r, " outside the buffers"));
     }
-    is_out_row[r] = 1;
+    out_index[r] = static_cast<int32_t>(i);
   }
-  ffn_groups_.resize(std::max(ffn_groups_.size(), groups.size()));
-  // Work items of the gate/up phase: (group, first neuron).
-  std::vector<std::pair<size_t, size_t>> items;
-  for (size_t g = 0; g < groups.size(); ++g) {
-    const FfnNeuronGroup& G = groups[g];
-    for (int32_t j : G.neurons) {
+  // Parts, and for every output row the partials that sum to it, in part order.
+  std::vector<FfnPart>& parts = ffn_parts_;
+  parts.clear();
+  size_t partial_floats = 0;
+  for (const FfnNeuronGroup& g : groups) {
+    for (int32_t j : g.neurons) {
       if (j < 0 || j >= I) return absl::OutOfRangeError(absl::StrCat("SparseFfn: neuron ", j, " outside [0, ", I, ")"));
     }
-    FfnGroupScratch& s = ffn_groups_[g];
-    s.x_rows.clear();
-    s.out_rows.clear();
-    for (int32_t r : G.rows) {
-      if (r < 0 || static_cast<size_t>(r) >= max_rows || !is_out_row[r]) {
+    for (int32_t r : g.rows) {
+      if (r < 0 || static_cast<size_t>(r) >= max_rows || out_index[r] < 0) {
         return absl::InvalidArgumentError(absl::StrCat("SparseFfn: group row ", r, " is not an output row"));
       }
-      s.x_rows.push_back(x.data + static_cast<size_t>(r) * H);
-      s.out_rows.push_back(out.data + static_cast<size_t>(r) * H);
     }
-    s.gate.resize(G.rows.size() * G.neurons.size());
-    s.up.resize(s.gate.size());
-    if (G.rows.empty()) continue;
-    for (size_t j = 0; j < G.neurons.size(); j += kNeuronsPerItem) items.emplace_back(g, j);
+    if (g.rows.empty()) continue;
+    for (size_t j0 = 0; j0 < g.neurons.size(); j0 += kPartNeurons) {
+      const size_t n = std::min(kPartNeurons, g.neurons.size() - j0);
+      parts.push_back({&g, g.neurons.data() + j0, n, partial_floats});
+      partial_floats += g.rows.size() * static_cast<size_t>(H);
+    }
   }
-  // Gate and up products of each group's rows with its neurons, then silu(gate) * up in place.
-  pool_.ParallelFor(items.size(), 1, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) {
-      const auto [g, j0] = items[i];
-      const FfnNeuronGroup& G = groups[g];
-      FfnGroupScratch& s = ffn_groups_[g];
-      const int rows = static_cast<int>(G.rows.size());
-      const int64_t nj = static_cast<int64_t>(G.neurons.size());
-      const int64_t n = std::min<int64_t>(kNeuronsPerItem, nj - static_cast<int64_t>(j0));
-      const int32_t* ids = G.neurons.data() + j0;
-      cpu::MatVecGathered(s.x_rows.data(), rows, H, gate.data, gate.dtype, ids, n, s.gate.data() + j0, nj);
-      cpu::MatVecGathered(s.x_rows.data(), rows, H, up.data, up.dtype, ids, n, s.up.data() + j0, nj);
-      for (int r = 0; r < rows; ++r) {
-        float* gr = s.gate.data() + r * nj + j0;
-        cpu::SiluMul(gr, s.up.data() + r * nj + j0, static_cast<size_t>(n), gr);
+  ffn_partials_.resize(partial_floats);
+  std::vector<std::vector<const float*>>& row_partials = ffn_row_partials_;
+  row_partials.resize(std::max(row_partials.size(), out_rows.size()));
+  for (size_t i = 0; i < out_rows.size(); ++i) row_partials[i].clear();
+  for (const FfnPart& p : parts) {
+    for (size_t i = 0; i < p.group->rows.size(); ++i) {
+      row_partials[out_index[p.group->rows[i]]].push_back(ffn_partials_.data() + p.partial + i * H);
+    }
+  }
+  pool_.ParallelFor(parts.size(), 1, [&](size_t b, size_t e) {
+    thread_local std::vector<const float*> x_rows;
+    thread_local std::vector<float*> y_rows;
+    thread_local std::vector<float> g, u;
+    for (size_t pi = b; pi < e; ++pi) {
+      const FfnPart& p = parts[pi];
+      const std::span<const int32_t> rows = p.group->rows;
+      const int nr = static_cast<int>(rows.size());
+      const int64_t n = static_cast<int64_t>(p.count);
+      x_rows.resize(nr);
+      y_rows.resize(nr);
+      for (int i = 0; i < nr; ++i) {
+        x_rows[i] = x.data + static_cast<size_t>(rows[i]) * H;
+        y_rows[i] = ffn_partials_.data() + p.partial + static_cast<size_t>(i) * H;
+        std::memset(y_rows[i], 0, static_cast<size_t>(H) * sizeof(float));
       }
+      g.resize(static_cast<size_t>(nr) * n);
+      u.resize(g.size());
+      cpu::MatVecGathered(x_rows.data(), nr, H, gate.data, gate.dtype, p.neurons, n, g.data(), n);
+      cpu::MatVecGathered(x_rows.data(), nr, H, up.data, up.dtype, p.neurons, n, u.data(), n);
+      // Row by row: SiluMul's vector/scalar split must not depend on how many rows there are.
+      for (int i = 0; i < nr; ++i) cpu::SiluMul(g.data() + i * n, u.data() + i * n, static_cast<size_t>(n), g.data() + i * n);
+      cpu::AddRowsTimesGatheredRows(g.data(), nr, n, down_t.data, down_t.dtype, H, p.neurons, 0, H, y_rows.data());
     }
   });
-  // Down: each thread owns a range of output columns and adds every group's neurons in order.
-  pool_.ParallelFor(static_cast<size_t>(H), 64, [&](size_t o0, size_t o1) {
-    for (int32_t r : out_rows) {
-      std::memset(out.data + static_cast<size_t>(r) * H + o0, 0, (o1 - o0) * sizeof(float));
-    }
-    for (size_t g = 0; g < groups.size(); ++g) {
-      const FfnNeuronGroup& G = groups[g];
-      if (G.rows.empty() || G.neurons.empty()) continue;
-      const FfnGroupScratch& s = ffn_groups_[g];
-      cpu::AddRowsTimesGatheredRows(s.gate.data(), static_cast<int>(G.rows.size()),
-                                    static_cast<int64_t>(G.neurons.size()), down_t.data, down_t.dtype, H,
-                                    G.neurons.data(), static_cast<int64_t>(o0), static_cast<int64_t>(o1),
-                                    s.out_rows.data());
+  // Each output row: the sum of its partials, in order, split over columns.
+  pool_.ParallelFor(static_cast<size_t>(H), 256, [&](size_t o0, size_t o1) {
+    for (size_t i = 0; i < out_rows.size(); ++i) {
+      float* y = out.data + static_cast<size_t>(out_rows[i]) * H;
+      std::memset(y + o0, 0, (o1 - o0) * sizeof(float));
+      for (const float* part : row_partials[i]) {
+        for (size_t o = o0; o < o1; ++o) y[o] += part[o];
+      }
     }
   });
   return absl::OkStatus();
