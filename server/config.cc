@@ -113,6 +113,14 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
       return absl::InvalidArgumentError(absl::StrCat("bricks[", i, "].name = \"", b.name(), "\" is listed twice"));
     }
   }
+  if (!c->default_router().empty()) {
+    auto p = ParseRouterPolicy(c->default_router());
+    if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("default_router: ", p.status().message()));
+    if (p->sparse() && c->modules().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("default_router = \"", c->default_router(),
+                                                     "\" needs a module set: set modules"));
+    }
+  }
   if (l.max_queued_tokens() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("limits.max_queued_tokens = ", l.max_queued_tokens(), " must not be negative"));
@@ -142,6 +150,7 @@ EngineOptions ToEngineOptions(const v1::ServerConfig& c) {
   o.max_queued_tokens = c.limits().max_queued_tokens();
   o.prefix_cache = !c.has_prefix_cache() || c.prefix_cache();
   o.device.batch_invariant = !c.has_batch_invariant() || c.batch_invariant();
+  o.modules_path = c.modules();
   return o;
 }
 

@@ -24,6 +24,7 @@ struct Limits {
   int max_request_bytes = 0;
   int max_top_logprobs = 20;  // the engine's own limit
   int max_bricks_per_request = 0;
+  RouterPolicy default_router;  // for requests that leave router.policy unset (ServerConfig.default_router)
 };
 
 // Parses a text-format ServerConfig; errors name `source` and the line and column.

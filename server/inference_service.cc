@@ -88,6 +88,22 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     for (const BrickStatus& b : deps_.bricks->List()) response->add_bricks(b.name);
   }
   response->add_router_policies(v1::RouterPolicy::POLICY_DENSE);
+  if (e.modules() != nullptr) {
+    response->add_router_policies(v1::RouterPolicy::POLICY_TOP_K);
+    response->add_router_policies(v1::RouterPolicy::POLICY_DENSITY);
+    response->set_num_modules(e.modules()->num_modules);
+  }
+  auto* router = response->mutable_default_router();
+  const RouterPolicy& d = l.default_router;
+  router->set_policy(d.mode == RouterMode::kDense  ? v1::RouterPolicy::POLICY_DENSE
+                     : d.mode == RouterMode::kTopK ? v1::RouterPolicy::POLICY_TOP_K
+                                                   : v1::RouterPolicy::POLICY_DENSITY);
+  router->set_k(d.k);
+  router->set_density(d.density);
+  router->set_selector(d.selector == ModuleSelector::kThreshold ? v1::RouterPolicy::SELECTOR_THRESHOLD
+                       : d.selector == ModuleSelector::kOracle  ? v1::RouterPolicy::SELECTOR_ORACLE
+                       : d.selector == ModuleSelector::kRandom  ? v1::RouterPolicy::SELECTOR_RANDOM
+                                                                : v1::RouterPolicy::SELECTOR_ROUTER);
   response->set_server_version(BRICKSERVE_VERSION);
   return Answer(context, absl::OkStatus());
 }
@@ -111,6 +127,7 @@ grpc::ServerUnaryReactor* InferenceService::GetServerStats(grpc::CallbackServerC
   response->set_time_to_first_token_p99_s(e.time_to_first_token.Quantile(0.99));
   response->set_inter_token_latency_p50_s(e.inter_token_latency.Quantile(0.5));
   response->set_inter_token_latency_p99_s(e.inter_token_latency.Quantile(0.99));
+  if (!e.module_usage.empty()) FillModuleUsage(e.module_usage, "", response->mutable_module_usage());
   return Answer(context, absl::OkStatus());
 }
 

@@ -66,12 +66,56 @@ absl::Status CheckBricksAndRouter(const v1::GenerateRequest& req, const Limits& 
                                   ", ", kMaxBrickWeight, "]"));
     }
   }
-  const v1::RouterPolicy& router = req.router();
-  if (router.policy() != v1::RouterPolicy::POLICY_UNSPECIFIED && router.policy() != v1::RouterPolicy::POLICY_DENSE) {
-    return absl::UnimplementedError(absl::StrCat("router.policy = ", v1::RouterPolicy::Policy_Name(router.policy()),
-                                                 " is not supported yet: only POLICY_DENSE is"));
-  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<RouterPolicy> ToRouterPolicy(const v1::RouterPolicy& in, const RouterPolicy& server_default) {
+  RouterPolicy p;
+  switch (in.policy()) {
+    case v1::RouterPolicy::POLICY_UNSPECIFIED: return server_default;
+    case v1::RouterPolicy::POLICY_DENSE: return p;
+    case v1::RouterPolicy::POLICY_TOP_K: p.mode = RouterMode::kTopK; break;
+    case v1::RouterPolicy::POLICY_DENSITY: p.mode = RouterMode::kDensity; break;
+    default: return Invalid(absl::StrCat("router.policy = ", in.policy(), " is not a known policy"));
+  }
+  p.k = in.k();
+  p.density = in.density();
+  switch (in.selector()) {
+    case v1::RouterPolicy::SELECTOR_UNSPECIFIED:
+    case v1::RouterPolicy::SELECTOR_ROUTER: p.selector = ModuleSelector::kRouter; break;
+    case v1::RouterPolicy::SELECTOR_THRESHOLD: p.selector = ModuleSelector::kThreshold; break;
+    case v1::RouterPolicy::SELECTOR_ORACLE: p.selector = ModuleSelector::kOracle; break;
+    case v1::RouterPolicy::SELECTOR_RANDOM: p.selector = ModuleSelector::kRandom; break;
+    default: return Invalid(absl::StrCat("router.selector = ", in.selector(), " is not a known selector"));
+  }
+  // The range checks (router.k against the module count, router.density in (0, 1]) are the
+  // engine's, with the module set at hand (Engine::Validate).
+  return p;
+}
+
+ModuleTrace ModuleTraceFromProto(const v1::ModuleUsage& in) {
+  ModuleTrace t;
+  t.Reset(in.layers_size(), in.num_modules());
+  for (int l = 0; l < in.layers_size(); ++l) {
+    const auto& counts = in.layers(l).token_counts();
+    for (int m = 0; m < std::min(in.num_modules(), counts.size()); ++m) t.at(l, m) = counts[m];
+  }
+  t.tokens = in.tokens();
+  // The wire carries the density, not the neuron counts: keep the ratio.
+  t.neurons_total = 1000000;
+  t.neurons_computed = static_cast<uint64_t>(in.density() * 1000000 + 0.5);
+  return t;
+}
+
+void FillModuleUsage(const ModuleTrace& t, const std::string& policy, v1::ModuleUsage* out) {
+  out->set_num_modules(t.num_modules);
+  out->set_tokens(t.tokens);
+  out->set_density(t.density());
+  out->set_policy(policy);
+  for (int l = 0; l < t.num_layers; ++l) {
+    auto* layer = out->add_layers();
+    for (int m = 0; m < t.num_modules; ++m) layer->add_token_counts(t.at(l, m));
+  }
 }
 
 absl::Status AttachBricks(const v1::GenerateRequest& req, BrickRegistry* registry, GenerationRequest* out,
@@ -182,6 +226,10 @@ absl::StatusOr<GenerationRequest> ToEngineRequest(const v1::GenerateRequest& req
                                 limits.max_top_logprobs, "]"));
   }
   out.skip_special_tokens = !req.has_skip_special_tokens() || req.skip_special_tokens();
+  auto router = ToRouterPolicy(req.router(), limits.default_router);
+  if (!router.ok()) return router.status();
+  out.router = *router;
+  out.module_trace = req.module_trace();
 
   // Last, once the request is known to be valid: only admitted requests count as served by a brick.
   if (auto s = AttachBricks(req, bricks, &out, applied); !s.ok()) return s;
@@ -218,6 +266,7 @@ void FillUsage(const GenerationResult& r, v1::Usage* out) {
   out->set_total_time_s(r.total_time_s);
   out->set_cached_prompt_tokens(r.cached_prompt_tokens);
   out->set_preemptions(r.preemptions);
+  if (!r.module_trace.empty()) FillModuleUsage(r.module_trace, r.module_policy, out->mutable_modules());
 }
 
 void FillResponse(const GenerationResult& r, bool with_logprobs, v1::GenerateResponse* out) {

@@ -37,6 +37,11 @@ bool IsValidUtf8(std::string_view s);
 v1::FinishReason ToProto(FinishReason reason);
 void FillToken(const GeneratedToken& token, bool with_logprobs, v1::Token* out);
 void FillUsage(const GenerationResult& result, v1::Usage* out);
+// The wire router policy; POLICY_UNSPECIFIED takes `server_default`. Ranges are the engine's check.
+absl::StatusOr<RouterPolicy> ToRouterPolicy(const v1::RouterPolicy& in, const RouterPolicy& server_default);
+// A module trace or the server's usage counters on the wire.
+void FillModuleUsage(const ModuleTrace& trace, const std::string& policy, v1::ModuleUsage* out);
+ModuleTrace ModuleTraceFromProto(const v1::ModuleUsage& usage);
 void FillResponse(const GenerationResult& result, bool with_logprobs, v1::GenerateResponse* out);
 // The streamed piece; `with_logprobs` as the request asked.
 void FillPiece(const StreamPiece& piece, bool with_logprobs, v1::GeneratePiece* out);

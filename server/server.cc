@@ -14,6 +14,14 @@ namespace brickserve {
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(Engine* engine, const v1::ServerConfig& config) {
   auto limits = ResolveLimits(config.limits(), engine->max_context());
   if (!limits.ok()) return limits.status();
+  if (!config.default_router().empty()) {
+    auto router = ParseRouterPolicy(config.default_router());
+    if (!router.ok()) return router.status();
+    if (absl::Status s = ValidateRouterPolicy(*router, engine->modules()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("default_router: ", s.message()));
+    }
+    limits->default_router = *router;
+  }
   auto server = std::unique_ptr<Server>(new Server());
   server->limits_ = *limits;
   server->engine_ = engine;

@@ -71,6 +71,7 @@ struct GenerationResult {
   double time_to_first_token_s = 0;
   double total_time_s = 0;
   ModuleTrace module_trace;            // when the request asked for it (and a module set is loaded)
+  std::string module_policy;           // the router policy the trace ran under
 
   std::vector<int32_t> token_ids() const;
 };

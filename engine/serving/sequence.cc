@@ -85,7 +85,10 @@ void Sequence::Deliver(const absl::Status& error) {
   result_.completion_tokens = static_cast<int>(result_.tokens.size());
   result_.preemptions = preemptions;
   result_.total_time_s = Seconds(Clock::now() - arrival_);
-  if (request_.module_trace) result_.module_trace = module_usage_;
+  if (request_.module_trace) {
+    result_.module_trace = module_usage_;
+    result_.module_policy = RouterPolicyToString(request_.router);
+  }
   if (!on_done_) return;
   if (error.ok()) {
     on_done_(std::move(result_));

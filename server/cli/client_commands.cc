@@ -10,8 +10,11 @@
 #include "absl/strings/str_split.h"
 #include "brickserve/v1/inference.grpc.pb.h"
 #include "engine/cli/flags.h"
+#include "engine/cli/module_usage_report.h"
+#include "engine/cli/modules_command.h"
 #include "grpcpp/grpcpp.h"
 #include "server/config.h"
+#include "server/request_convert.h"
 #include "server/status_mapping.h"
 
 namespace brickserve {
@@ -73,6 +76,27 @@ void PrintUsage(v1::FinishReason reason, const std::string& matched_stop, const 
   for (const auto& b : u.bricks()) {
     std::cerr << "brick: " << b.name() << " version " << b.version() << " weight " << b.weight() << "\n";
   }
+  if (u.has_modules()) {
+    ModuleUsageReportOptions o;
+    o.title = absl::StrCat("module trace: ", u.modules().policy());
+    std::cerr << FormatModuleUsageReport(ModuleTraceFromProto(u.modules()), o);
+  }
+}
+
+// "dense", "top_k:K", "density:D[:selector]" (ParseRouterPolicy's spelling) on the wire.
+absl::Status SetRouter(const std::string& spec, v1::RouterPolicy* out) {
+  auto p = ParseRouterPolicy(spec);
+  if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("--router: ", p.status().message()));
+  out->set_policy(p->mode == RouterMode::kDense  ? v1::RouterPolicy::POLICY_DENSE
+                  : p->mode == RouterMode::kTopK ? v1::RouterPolicy::POLICY_TOP_K
+                                                 : v1::RouterPolicy::POLICY_DENSITY);
+  out->set_k(p->k);
+  out->set_density(p->density);
+  out->set_selector(p->selector == ModuleSelector::kThreshold ? v1::RouterPolicy::SELECTOR_THRESHOLD
+                    : p->selector == ModuleSelector::kOracle  ? v1::RouterPolicy::SELECTOR_ORACLE
+                    : p->selector == ModuleSelector::kRandom  ? v1::RouterPolicy::SELECTOR_RANDOM
+                                                              : v1::RouterPolicy::SELECTOR_ROUTER);
+  return absl::OkStatus();
 }
 
 // "name" or "name:weight" (the weight given for every brick, or for none).
@@ -96,9 +120,10 @@ absl::Status AddBricks(const std::vector<std::string>& specs, v1::GenerateReques
 
 int GenerateCommand(int argc, char** argv, int first) {
   constexpr char kCommand[] = "brickserve generate";
-  std::string server = kDefaultListenAddress, prompt, prompt_ids;
+  std::string server = kDefaultListenAddress, prompt, prompt_ids, router;
   std::vector<std::string> stops, stop_ids, bricks;
-  bool no_special = false, ignore_eos = false, logprobs = false, unary = false, show_ids = false, stats = false;
+  bool no_special = false, ignore_eos = false, logprobs = false, unary = false, show_ids = false, stats = false,
+       module_trace = false;
   int max_new_tokens = 0, top_k = 0, top_logprobs = 0;
   float temperature = 0, top_p = 1, min_p = 0, repetition = 1, presence = 0, frequency = 0, timeout_s = 0;
   std::optional<uint64_t> seed;
@@ -122,6 +147,8 @@ int GenerateCommand(int argc, char** argv, int first) {
   flags.Bool("logprobs", &logprobs, "print each token's log-probability");
   flags.Int("top-logprobs", &top_logprobs, "also print the n most likely tokens per step");
   flags.List("brick", &bricks, "brick to apply, NAME or NAME:WEIGHT (repeat for several)");
+  flags.String("router", &router, "FFN modules: dense, top_k:K or density:D[:threshold|oracle|random] (default: server's)");
+  flags.Bool("module-trace", &module_trace, "print which modules each layer used (implies --stats)");
   flags.Bool("unary", &unary, "one Generate call instead of streaming");
   flags.Bool("show-ids", &show_ids, "print the generated token ids");
   flags.Bool("stats", &stats, "print the finish reason and usage to stderr");
@@ -159,6 +186,11 @@ int GenerateCommand(int argc, char** argv, int first) {
   req.set_logprobs(logprobs);
   req.set_top_logprobs(top_logprobs);
   if (auto s = AddBricks(bricks, &req); !s.ok()) return BadFlags(kCommand, s);
+  if (!router.empty()) {
+    if (auto s = SetRouter(router, req.mutable_router()); !s.ok()) return BadFlags(kCommand, s);
+  }
+  req.set_module_trace(module_trace);
+  stats |= module_trace;
   const bool show_logprobs = logprobs || top_logprobs > 0;
 
   auto stub = Connect(server);
@@ -191,6 +223,44 @@ int GenerateCommand(int argc, char** argv, int first) {
   PrintTokens(tokens, show_ids, show_logprobs);
   if (stats) PrintUsage(final.finish_reason(), final.matched_stop(), final.usage());
   return 0;
+}
+
+int ModulesStatsServerCommand(int argc, char** argv, int first) {
+  constexpr char kCommand[] = "brickserve modules stats";
+  std::string server = kDefaultListenAddress;
+  int extremes = 8;
+  FlagSet flags(kCommand,
+                "Print a running server's module usage since start-up (GetServerStats.module_usage): per layer "
+                "the usage histogram and the modules no request has used (pruning candidates).");
+  flags.String("server", &server, "server address host:port");
+  flags.Int("extremes", &extremes, "most / least used modules listed per layer");
+  if (absl::Status s = flags.Parse(argc, argv, first); !s.ok()) return BadFlags(kCommand, s);
+  if (flags.help_requested()) {
+    std::cout << flags.Usage();
+    return 0;
+  }
+  grpc::ClientContext context;
+  v1::GetServerStatsResponse stats;
+  if (grpc::Status st = Connect(server)->GetServerStats(&context, {}, &stats); !st.ok()) return Fail(kCommand, st);
+  if (!stats.has_module_usage()) {
+    std::cerr << kCommand << ": the server at " << server << " has no module set (or has served no request yet)\n";
+    return 1;
+  }
+  ModuleUsageReportOptions o;
+  o.extremes = extremes;
+  o.title = absl::StrCat("module usage of ", server, " over ", stats.total_requests(), " requests");
+  std::cout << FormatModuleUsageReport(ModuleTraceFromProto(stats.module_usage()), o);
+  return 0;
+}
+
+int ModulesCommandWithServer(int argc, char** argv, int first) {
+  if (first < argc && std::string(argv[first]) == "stats") {
+    for (int i = first + 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--server" || a.rfind("--server=", 0) == 0) return ModulesStatsServerCommand(argc, argv, first + 1);
+    }
+  }
+  return ModulesCommand(argc, argv, first);
 }
 
 int TokenizeCommand(int argc, char** argv, int first) {

@@ -29,7 +29,11 @@ constexpr Command kCommands[] = {
 #endif
     {"run", brickserve::RunCommand, "generate from a prompt with the engine alone (no server)"},
     {"core-map", brickserve::CoreMapCommand, "find the model's core region and write it for the LoRA brick guard"},
+#ifdef BRICKSERVE_HAVE_GRPC
+    {"modules", brickserve::ModulesCommandWithServer, "build, evaluate and inspect the model's emergent FFN modules"},
+#else
     {"modules", brickserve::ModulesCommand, "build, evaluate and inspect the model's emergent FFN modules"},
+#endif
 };
 
 void PrintUsage() {

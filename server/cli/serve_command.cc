@@ -70,7 +70,8 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   // FlagSet binds plain variables: start them at the file's values, parse, copy back.
   v1::ServerConfig& c = *config;
   v1::ServerLimits& l = *c.mutable_limits();
-  std::string model = c.model(), listen = c.listen(), device = c.device(), metrics_listen = c.metrics_listen();
+  std::string model = c.model(), listen = c.listen(), device = c.device(), metrics_listen = c.metrics_listen(),
+              modules = c.modules(), default_router = c.default_router();
   int threads = c.threads(), max_context = c.max_context(), max_batch = c.max_batch_tokens(),
       kv_tokens = c.kv_cache_tokens(), grace = c.shutdown_grace_s(), max_running = c.max_running_requests(),
       prefill_chunk = c.prefill_chunk_tokens();
@@ -92,6 +93,9 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
                "HTTP host:port for /metrics, /healthz, /readyz (port 0 picks one; default: none)");
   flags.String("device", &device, "backend: cpu, cuda or auto (default cpu)");
   flags.Int("threads", &threads, "CPU threads for the engine (0 = all cores)");
+  flags.String("modules", &modules, "module set (`brickserve modules build`): enables sparse router policies");
+  flags.String("default-router", &default_router,
+               "router policy of requests that set none: dense, top_k:K or density:D[:threshold] (default dense)");
   flags.Int("max-context", &max_context, "context length limit in tokens (0 = the model's)");
   flags.Int("max-batch-tokens", &max_batch, "tokens per forward step (0 = 512)");
   flags.Int("kv-cache-tokens", &kv_tokens, "KV cache size in tokens (0 = one full context)");
@@ -120,6 +124,8 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   c.set_metrics_listen(metrics_listen);
   c.set_device(device);
   c.set_threads(threads);
+  c.set_modules(modules);
+  c.set_default_router(default_router);
   c.set_max_context(max_context);
   c.set_max_batch_tokens(max_batch);
   c.set_kv_cache_tokens(kv_tokens);

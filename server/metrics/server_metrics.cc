@@ -144,7 +144,7 @@ std::vector<MetricFamily> ServerMetrics::CollectEngine() const {
   constexpr auto kG = MetricType::kGauge;
   constexpr auto kC = MetricType::kCounter;
   auto d = [](auto v) { return static_cast<double>(v); };
-  return {
+  std::vector<MetricFamily> out = {
       Single("brickserve_queued_requests", "Requests waiting for the scheduler.", kG, d(s.queued_requests)),
       Single("brickserve_queued_prompt_tokens", "Prompt tokens of the waiting requests.", kG,
              d(s.queued_prompt_tokens)),
@@ -177,6 +177,24 @@ std::vector<MetricFamily> ServerMetrics::CollectEngine() const {
       FromLatency("brickserve_engine_step_seconds", "Duration of one forward step of the running batch.",
                   s.step_time),
   };
+  // Emergent modules (with a module set): how much of the FFN ran, and every module's token count
+  // (layers x modules series: a few thousand for a 7B model, the price of seeing unused modules).
+  if (const ModuleTrace& u = s.module_usage; !u.empty()) {
+    out.push_back(Single("brickserve_ffn_neurons_computed_total",
+                         "FFN neurons computed, over layers and tokens of finished requests.", kC,
+                         d(u.neurons_computed)));
+    out.push_back(Single("brickserve_ffn_neurons_dense_total",
+                         "FFN neurons the dense model would have computed for the same tokens.", kC,
+                         d(u.neurons_total)));
+    MetricFamily modules{"brickserve_module_tokens_total", "Tokens that used each FFN module, by layer.", kC, {}};
+    for (int l = 0; l < u.num_layers; ++l) {
+      for (int m = 0; m < u.num_modules; ++m) {
+        modules.metrics.push_back({{{"layer", std::to_string(l)}, {"module", std::to_string(m)}}, d(u.at(l, m))});
+      }
+    }
+    out.push_back(std::move(modules));
+  }
+  return out;
 }
 
 std::vector<MetricFamily> ServerMetrics::CollectBricks() const {
