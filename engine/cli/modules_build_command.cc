@@ -24,7 +24,7 @@ int ModulesBuildCommand(int argc, char** argv, int first) {
   flags.String("out", &out_path, "where to write the module set (default: MODEL/modules.safetensors)");
   flags.String("clustering", &o.clustering, "weights (k-means over gate/up rows) or coactivation");
   flags.String("router", &o.router, "linear, centroid, or auto (per layer, the better on held-out tokens)");
-  flags.Int("module-size", &o.module_size, "neurons per module (0: 32, or the divisor of d_ff nearest 32)");
+  flags.Int("module-size", &o.module_size, "neurons per module (0: the divisor of d_ff nearest d_ff / 96, at least 4)");
   flags.Int("max-tokens", &o.max_tokens, "calibration tokens used (memory: tokens x layers x (hidden + d_ff) floats)");
   flags.Float("coactivation-top-fraction", &top_fraction, "coactivation: the share of neurons marked per token");
   flags.Float("ridge-lambda", &lambda, "linear router: ridge regularisation, relative to the mean input energy");

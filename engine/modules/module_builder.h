@@ -22,7 +22,7 @@ struct ModuleBuildOptions {
   // "centroid": the mean normalised gate row of the module. "auto": per layer, whichever catches
   // more of the oracle's activation mass on held-out tokens.
   std::string router = "auto";
-  int module_size = 0;          // neurons per module; 0 = 32 when it divides d_ff, else the nearest divisor
+  int module_size = 0;          // neurons per module; 0 = DefaultModuleSize(d_ff)
   int max_tokens = 4096;        // calibration tokens used (the text is cut there)
   double coactivation_top_fraction = 0.1;
   int holdout_every = 4;        // every n-th calibration token is held out to compare the routers
@@ -32,7 +32,7 @@ struct ModuleBuildOptions {
   uint64_t seed = 1;
 };
 
-// The module size the builder would pick for `d_ff` (see ModuleBuildOptions::module_size).
+// The divisor of d_ff nearest d_ff / 96 (at least 4): about 96 modules per layer.
 int DefaultModuleSize(int d_ff);
 
 // Runs the calibration tokens through `engine` (dense), clusters each layer's neurons, fits and
