@@ -222,12 +222,36 @@ void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, size_t n)
 
 template <typename T>
 void AddRowsTimesMatrixT(const float* HWY_RESTRICT t, int rows, int64_t k, const T* HWY_RESTRICT w, int64_t n,
-                         const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y) {
+                         const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y, bool accumulate) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   // Columns in chunks; within one, weight row after weight row (a sequential stream the prefetcher
   // follows), each added to every output row, which stay in L1. Each y element still adds its k
   // terms in order j = 0..k-1, whatever the other rows are (batch-invariant).
+  if (!accumulate && (rows != 1 || k == 0)) {
+    for (int r = 0; r < rows; ++r) std::fill(y[r] + o_begin, y[r] + o_end, 0.0f);
+    accumulate = true;
+  }
+  if (rows == 1) {  // decode: each weight row straight into the one output row
+    float* HWY_RESTRICT y0 = y[0];
+    int64_t j = 0;
+    if (!accumulate) {  // y = the first term: no pass to clear y first
+      const T* w0 = WeightRow(w, n, ids, 0);
+      const auto a = hn::Set(df, t[0]);
+      int64_t o = o_begin;
+      for (; o + N <= o_end; o += N) hn::StoreU(hn::Mul(a, LoadAsF32(df, w0 + o)), df, y0 + o);
+      for (; o < o_end; ++o) y0[o] = t[0] * ToF32(w0[o]);
+      j = 1;
+    }
+    for (; j < k; ++j) {
+      const T* wj = WeightRow(w, n, ids, j);
+      const auto a = hn::Set(df, t[j]);
+      int64_t o = o_begin;
+      for (; o + N <= o_end; o += N) hn::StoreU(hn::MulAdd(a, LoadAsF32(df, wj + o), hn::LoadU(df, y0 + o)), df, y0 + o);
+      for (; o < o_end; ++o) y0[o] += t[j] * ToF32(wj[o]);
+    }
+    return;
+  }
   constexpr int64_t kChunk = 2048;  // long runs of each weight row: few, long streams
   HWY_ALIGN float wf[kChunk];
   for (int64_t c0 = o_begin; c0 < o_end; c0 += kChunk) {
@@ -249,15 +273,17 @@ void AddRowsTimesMatrixT(const float* HWY_RESTRICT t, int rows, int64_t k, const
   }
 }
 
-void AddRowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
-                              const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y) {
+void RowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                           const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y, bool accumulate) {
   switch (w_dtype) {
     case DType::kF32:
-      return AddRowsTimesMatrixT(t, rows, k, static_cast<const float*>(w), n, ids, o_begin, o_end, y);
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const float*>(w), n, ids, o_begin, o_end, y, accumulate);
     case DType::kBF16:
-      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::bfloat16_t*>(w), n, ids, o_begin, o_end, y);
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::bfloat16_t*>(w), n, ids, o_begin, o_end, y,
+                                 accumulate);
     case DType::kF16:
-      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::float16_t*>(w), n, ids, o_begin, o_end, y);
+      return AddRowsTimesMatrixT(t, rows, k, static_cast<const hwy::float16_t*>(w), n, ids, o_begin, o_end, y,
+                                 accumulate);
     default:
       return;
   }
@@ -310,7 +336,7 @@ HWY_EXPORT(MatVecRows);
 HWY_EXPORT(ConvertToF32);
 HWY_EXPORT(Dot);
 HWY_EXPORT(Axpy);
-HWY_EXPORT(AddRowsTimesGatheredRows);
+HWY_EXPORT(RowsTimesGatheredRows);
 HWY_EXPORT(MatVecGathered);
 HWY_EXPORT(SiluMul);
 HWY_EXPORT(SoftmaxPrefix);
@@ -326,11 +352,11 @@ float Dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATC
 void Axpy(float a, const float* x, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
 void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
                         int64_t o_begin, int64_t o_end, float* const* y) {
-  HWY_DYNAMIC_DISPATCH(AddRowsTimesGatheredRows)(t, rows, k, w, w_dtype, n, nullptr, o_begin, o_end, y);
+  HWY_DYNAMIC_DISPATCH(RowsTimesGatheredRows)(t, rows, k, w, w_dtype, n, nullptr, o_begin, o_end, y, true);
 }
-void AddRowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
-                              const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y) {
-  HWY_DYNAMIC_DISPATCH(AddRowsTimesGatheredRows)(t, rows, k, w, w_dtype, n, ids, o_begin, o_end, y);
+void RowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                           const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y, bool accumulate) {
+  HWY_DYNAMIC_DISPATCH(RowsTimesGatheredRows)(t, rows, k, w, w_dtype, n, ids, o_begin, o_end, y, accumulate);
 }
 void MatVecGathered(const float* const* x, int rows, int64_t in, const void* w, DType w_dtype,
                     const int32_t* ids, int64_t n_ids, float* y, int64_t y_stride) {

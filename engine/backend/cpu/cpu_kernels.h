@@ -24,9 +24,10 @@ void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DTyp
 // i < n_ids: x rows by pointer, weight rows gathered by id; same sums as MatVecRows, row by row.
 void MatVecGathered(const float* const* x, int rows, int64_t in, const void* w, DType w_dtype,
                     const int32_t* ids, int64_t n_ids, float* y, int64_t y_stride);
-// AddRowsTimesMatrix with w's row j read from row ids[j] of a matrix [*, n].
-void AddRowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
-                              const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y);
+// AddRowsTimesMatrix with w's row j read from row ids[j] of a matrix [*, n]; without `accumulate`
+// y's old values are ignored (y = the sum).
+void RowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
+                           const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y, bool accumulate);
 
 // out[i] = float(src[i]) for F32/F16/BF16 `src`.
 void ConvertToF32(const void* src, DType dtype, size_t n, float* out);

@@ -80,7 +80,6 @@ absl::Status CpuDevice::SparseFfn(const Buffer& x, const Weight& gate, const Wei
       for (int i = 0; i < nr; ++i) {
         x_rows[i] = x.data + static_cast<size_t>(rows[i]) * H;
         y_rows[i] = ffn_partials_.data() + p.partial + static_cast<size_t>(i) * H;
-        std::memset(y_rows[i], 0, static_cast<size_t>(H) * sizeof(float));
       }
       g.resize(static_cast<size_t>(nr) * n);
       u.resize(g.size());
@@ -88,15 +87,22 @@ absl::Status CpuDevice::SparseFfn(const Buffer& x, const Weight& gate, const Wei
       cpu::MatVecGathered(x_rows.data(), nr, H, up.data, up.dtype, p.neurons, n, u.data(), n);
       // Row by row: SiluMul's vector/scalar split must not depend on how many rows there are.
       for (int i = 0; i < nr; ++i) cpu::SiluMul(g.data() + i * n, u.data() + i * n, static_cast<size_t>(n), g.data() + i * n);
-      cpu::AddRowsTimesGatheredRows(g.data(), nr, n, down_t.data, down_t.dtype, H, p.neurons, 0, H, y_rows.data());
+      cpu::RowsTimesGatheredRows(g.data(), nr, n, down_t.data, down_t.dtype, H, p.neurons, 0, H, y_rows.data(),
+                                 /*accumulate=*/false);
     }
   });
   // Each output row: the sum of its partials, in order, split over columns.
   pool_.ParallelFor(static_cast<size_t>(H), 256, [&](size_t o0, size_t o1) {
     for (size_t i = 0; i < out_rows.size(); ++i) {
       float* y = out.data + static_cast<size_t>(out_rows[i]) * H;
-      std::memset(y + o0, 0, (o1 - o0) * sizeof(float));
-      for (const float* part : row_partials[i]) {
+      const auto& parts_of_row = row_partials[i];
+      if (parts_of_row.empty()) {
+        std::memset(y + o0, 0, (o1 - o0) * sizeof(float));
+        continue;
+      }
+      std::memcpy(y + o0, parts_of_row[0] + o0, (o1 - o0) * sizeof(float));
+      for (size_t k = 1; k < parts_of_row.size(); ++k) {
+        const float* part = parts_of_row[k];
         for (size_t o = o0; o < o1; ++o) y[o] += part[o];
       }
     }
