@@ -97,7 +97,7 @@ TEST_F(ApiE2E, InvalidRequestsAreRefusedWithTheFieldAndTheLimit) {
     cases.push_back({"brick", r, grpc::StatusCode::NOT_FOUND, "brick \"x\" is not loaded"});
     r = Text("hi");
     r.mutable_router()->set_policy(v1::RouterPolicy::POLICY_TOP_K);
-    cases.push_back({"router", r, grpc::StatusCode::UNIMPLEMENTED, "router.policy = POLICY_TOP_K is not supported yet"});
+    cases.push_back({"router", r, grpc::StatusCode::FAILED_PRECONDITION, "needs a module set"});
   }
   const auto before = Stats();
   for (const auto& c : cases) {

@@ -119,7 +119,8 @@ class PythonClientTest(unittest.TestCase):
         router = self.pb.RouterPolicy(policy=self.pb.RouterPolicy.POLICY_DENSITY, density=0.5)
         with self.assertRaises(self.grpc.RpcError) as e:
             self.stub.Generate(self.pb.GenerateRequest(text="hi", router=router), timeout=30)
-        self.assertEqual(e.exception.code(), self.grpc.StatusCode.UNIMPLEMENTED)
+        self.assertEqual(e.exception.code(), self.grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("needs a module set", e.exception.details())
 
     def test_lora_brick_from_python(self):
         """A PEFT adapter for brick-tiny loaded through the Bricks service, used, listed, unloaded."""

@@ -194,16 +194,20 @@ TEST_F(RequestConvert, StopTokenOutsideTheVocabulary) {
   ExpectError(r, absl::StatusCode::kInvalidArgument, "stop_token_ids[1] = 10000 is outside the vocabulary [0, 8192)");
 }
 
-TEST_F(RequestConvert, BricksAreNotFoundAndOnlyDenseRoutingIsSupported) {
+TEST_F(RequestConvert, BricksAreNotFoundAndSparseRoutingNeedsAModuleSet) {
   v1::GenerateRequest r = Text("hi");
   r.add_bricks("x");
   ExpectError(r, absl::StatusCode::kNotFound, "brick \"x\" is not loaded");
   r.clear_bricks();
   r.mutable_router()->set_policy(v1::RouterPolicy::POLICY_TOP_K);
   r.mutable_router()->set_k(2);
-  ExpectError(r, absl::StatusCode::kUnimplemented, "router.policy = POLICY_TOP_K is not supported yet");
+  ExpectError(r, absl::StatusCode::kFailedPrecondition, "router policy top_k k=2 (router) needs a module set");
   r.mutable_router()->set_policy(v1::RouterPolicy::POLICY_DENSITY);
-  ExpectError(r, absl::StatusCode::kUnimplemented, "POLICY_DENSITY");
+  r.mutable_router()->set_density(2.0f);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "router.density must be in (0, 1], got 2");
+  r.mutable_router()->set_density(0.5f);
+  r.mutable_router()->set_selector(static_cast<v1::RouterPolicy::Selector>(42));
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "router.selector = 42 is not a known selector");
   r.mutable_router()->set_policy(v1::RouterPolicy::POLICY_DENSE);
   EXPECT_TRUE(ToEngineRequest(r, *engine_, limits_).ok());
 }
