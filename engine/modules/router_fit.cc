@@ -8,20 +8,12 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/modules/simd4.h"
 
 namespace brickserve {
 namespace {
 
-// Explicit four-float SIMD (GCC/Clang vector extension): a plain float reduction is not
-// vectorised without -ffast-math, and at -O3 GCC vectorises 8-lane scalar loops badly (see
-// balanced_kmeans.cc).
-typedef float F4 __attribute__((vector_size(16)));
-
-inline F4 Load4(const float* p) {
-  F4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+using simd4::Dot;
 
 // Two doubles (SSE2 / NEON); the XᵀX update is written with it for the same reason. Lanes are
 // independent entries, so the per-entry summation order is that of the scalar code.
@@ -31,19 +23,6 @@ inline D2 Load2(const double* p) {
   D2 v;
   std::memcpy(&v, p, sizeof v);
   return v;
-}
-
-inline float Dot(const float* a, const float* b, int64_t n) {
-  F4 lo = {}, hi = {};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    lo += Load4(a + i) * Load4(b + i);
-    hi += Load4(a + i + 4) * Load4(b + i + 4);
-  }
-  const F4 s4 = lo + hi;
-  float s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
 }
 
 // Best-first order of modules for top-k: higher score first, NaN last, ties to the lower id. A

@@ -11,23 +11,13 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/modules/random_inputs.h"
 
 namespace brickserve {
 namespace {
 
-// Fresh inputs every run; BRICKSERVE_TEST_SEED=<printed seed> replays a failure.
-uint64_t FreshSeed() {
-  if (const char* env = std::getenv("BRICKSERVE_TEST_SEED")) return std::strtoull(env, nullptr, 10);
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
-std::vector<float> Gaussian(std::mt19937_64& rng, size_t count, float stddev = 1.0f) {
-  std::normal_distribution<float> nd(0.0f, stddev);
-  std::vector<float> v(count);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
+using test_inputs::FreshSeed;
+using test_inputs::Gaussian;
 
 std::vector<int64_t> ClusterSizes(const std::vector<int32_t>& ids, int k) {
   std::vector<int64_t> sizes(k, 0);
@@ -178,7 +168,7 @@ TEST(BalancedKMeans, RecoversPlantedClusters) {
       std::vector<int32_t> truth(n);
       for (int64_t i = 0; i < n; ++i) truth[i] = static_cast<int32_t>(i % c.k);
       std::shuffle(truth.begin(), truth.end(), rng);
-      std::vector<float> pts = Gaussian(rng, size_t(n) * c.dim, 0.01f);
+      std::vector<float> pts = Gaussian(rng, size_t(n) * c.dim, 0.0f, 0.01f);
       std::uniform_real_distribution<float> scale(0.5f, 2.0f);
       for (int64_t i = 0; i < n; ++i) {
         const float s = normalize ? scale(rng) : 1.0f;
@@ -257,7 +247,7 @@ TEST(BalancedKMeans, BeatsRandomBalancedPartitions) {
   const int64_t n = 704, dim = 64, rank = 8;
   const int k = 22;
   const std::vector<float> basis = Gaussian(rng, rank * dim);
-  std::vector<float> pts = Gaussian(rng, n * dim, 0.3f);
+  std::vector<float> pts = Gaussian(rng, n * dim, 0.0f, 0.3f);
   for (int64_t i = 0; i < n; ++i) {
     const std::vector<float> z = Gaussian(rng, rank);
     for (int64_t d = 0; d < dim; ++d) {

@@ -11,24 +11,13 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/modules/random_inputs.h"
 
 namespace brickserve {
 namespace {
 
-// Fresh inputs every run; BRICKSERVE_TEST_SEED=<printed seed> replays a failure.
-uint64_t FreshSeed() {
-  if (const char* env = std::getenv("BRICKSERVE_TEST_SEED")) return std::strtoull(env, nullptr, 10);
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
-std::vector<float> Gaussian(std::mt19937_64& rng, size_t count, float mean = 0.0f,
-                            float stddev = 1.0f) {
-  std::normal_distribution<float> nd(mean, stddev);
-  std::vector<float> v(count);
-  for (float& x : v) x = nd(rng);
-  return v;
-}
+using test_inputs::FreshSeed;
+using test_inputs::Gaussian;
 
 // Independent reference: the same ridge problem written out as normal equations over the
 // augmented x = [x, 1] and solved by Gaussian elimination with partial pivoting, all in double.

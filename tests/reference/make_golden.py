@@ -124,8 +124,10 @@ def inv_freq(cfg, head_dim):
     return torch.tensor(f, dtype=torch.float32).to(torch.float64)
 
 
-def reference_logits(cfg, w, ids):
-    """Plain float64 Llama forward over the whole sequence; returns logits [T, vocab]."""
+def reference_logits(cfg, w, ids, ffn=None):
+    """Plain float64 Llama forward over the whole sequence; returns logits [T, vocab].
+
+    ffn(layer, x [T, H]) -> [T, H] replaces the dense SwiGLU FFN (make_modules_golden.py's masks)."""
     H, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim", H // nh)
     eps = cfg["rms_norm_eps"]
@@ -160,7 +162,11 @@ def reference_logits(cfg, w, ids):
         o = torch.einsum("hqk,khd->qhd", att.softmax(-1), v).reshape(T, nh * hd)
         x = x + lin(o, p + "self_attn.o_proj")
         h = rms(x, w[p + "post_attention_layernorm.weight"])
-        x = x + lin(torch.nn.functional.silu(lin(h, p + "mlp.gate_proj")) * lin(h, p + "mlp.up_proj"), p + "mlp.down_proj")
+        if ffn is not None:
+            x = x + ffn(l, h)
+        else:
+            x = x + lin(torch.nn.functional.silu(lin(h, p + "mlp.gate_proj")) * lin(h, p + "mlp.up_proj"),
+                        p + "mlp.down_proj")
     head = w["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else w["lm_head.weight"]
     return rms(x, w["model.norm.weight"]) @ head.T
 

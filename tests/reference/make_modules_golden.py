@@ -145,39 +145,7 @@ def write_module_set(path, tensors, meta):
 
 def forward(cfg, w, ids, ffn):
     """make_golden.reference_logits with the FFN replaced by ffn(layer, x [T, H]) -> [T, H]."""
-    H, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd = cfg.get("head_dim", H // nh)
-    eps = cfg["rms_norm_eps"]
-    T = len(ids)
-    ang = torch.arange(T, dtype=torch.float64)[:, None] * make_golden.inv_freq(cfg, hd)[None, :]
-    cos, sin = ang.cos(), ang.sin()
-
-    def rms(x, g):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
-
-    def rope(x):
-        x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
-        c, s = cos[:, None, :], sin[:, None, :]
-        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
-
-    def lin(x, name):
-        y = x @ w[name + ".weight"].T
-        return y + w[name + ".bias"] if name + ".bias" in w else y
-
-    x = w["model.embed_tokens.weight"][torch.tensor(ids)]
-    mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
-    for l in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{l}."
-        h = rms(x, w[p + "input_layernorm.weight"])
-        q = rope(lin(h, p + "self_attn.q_proj").view(T, nh, hd))
-        k = rope(lin(h, p + "self_attn.k_proj").view(T, nkv, hd)).repeat_interleave(nh // nkv, dim=1)
-        v = lin(h, p + "self_attn.v_proj").view(T, nkv, hd).repeat_interleave(nh // nkv, dim=1)
-        att = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(hd) + mask
-        o = torch.einsum("hqk,khd->qhd", att.softmax(-1), v).reshape(T, nh * hd)
-        x = x + lin(o, p + "self_attn.o_proj")
-        x = x + ffn(l, rms(x, w[p + "post_attention_layernorm.weight"]))
-    head = w["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else w["lm_head.weight"]
-    return rms(x, w["model.norm.weight"]) @ head.T
+    return make_golden.reference_logits(cfg, w, ids, ffn)
 
 
 def ffn_parts(w, l, x):
