@@ -6,6 +6,7 @@
 // over --runs rounds after one warm-up round. Decode = tokens after the last request's first token
 // / time (bench/batch_runner.h), prompts are random, EOS is ignored.
 #include <cstdio>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/batch_runner.h"
+#include "engine/cli/flags.h"
 #include "engine/engine.h"
 
 namespace brickserve {
@@ -20,43 +22,39 @@ namespace {
 
 struct Options {
   std::string model_dir, modules;
-  std::vector<std::string> policies = {"dense", "density:1.0", "density:0.5", "density:0.3", "density:0.2"};
-  std::vector<int> batches = {1, 16};
+  std::vector<std::string> policies;
+  std::vector<int> batches;
   int prompt = 16, new_tokens = 64, runs = 3, threads = 0;
 };
 
-[[noreturn]] void Usage(const char* msg) {
-  std::fprintf(stderr,
-               "module_bench: %s\nusage: module_bench --model DIR --modules FILE [--policies dense,density:0.3,...]\n"
-               "                    [--batches 1,16] [--prompt 16] [--new 64] [--runs 3] [--threads T]\n",
-               msg);
+[[noreturn]] void Fail(const std::string& msg) {
+  std::fprintf(stderr, "module_bench: %s\n", msg.c_str());
   std::exit(2);
 }
 
 Options Parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (i + 1 >= argc) Usage(("missing value for " + a).c_str());
-    const std::string v = argv[++i];
+  std::string policies = "dense,density:1.0,density:0.5,density:0.3,density:0.2", batches = "1,16";
+  FlagSet flags("module_bench", "Decode tokens/s of concurrent requests under router policies (docs/BENCHMARKS.md).");
+  flags.String("model", &o.model_dir, "model directory (required)");
+  flags.String("modules", &o.modules, "its module set (required)");
+  flags.String("policies", &policies, "comma-separated router policies (the first is the baseline)");
+  flags.String("batches", &batches, "comma-separated batch sizes (requests submitted at once)");
+  flags.Int("prompt", &o.prompt, "random prompt tokens per request");
+  flags.Int("new", &o.new_tokens, "tokens generated per request");
+  flags.Int("runs", &o.runs, "measured rounds (after one warm-up round)");
+  flags.Int("threads", &o.threads, "CPU threads (0 = all cores)");
+  if (std::optional<int> exit_code = flags.ParseForCommand(argc, argv, 1)) std::exit(*exit_code);
+  if (o.model_dir.empty() || o.modules.empty()) Fail("--model and --modules are required");
+  o.policies = absl::StrSplit(policies, ',');
+  for (auto part : absl::StrSplit(batches, ',')) {
     int n = 0;
-    if (a == "--model") o.model_dir = v;
-    else if (a == "--modules") o.modules = v;
-    else if (a == "--policies") o.policies = absl::StrSplit(v, ',');
-    else if (a == "--batches") {
-      o.batches.clear();
-      for (auto part : absl::StrSplit(v, ',')) {
-        if (!absl::SimpleAtoi(part, &n) || n < 1) Usage("bad --batches");
-        o.batches.push_back(n);
-      }
-    } else if (!absl::SimpleAtoi(v, &n) || n < 0) Usage(("bad value for " + a).c_str());
-    else if (a == "--prompt") o.prompt = std::max(1, n);
-    else if (a == "--new") o.new_tokens = std::max(2, n);
-    else if (a == "--runs") o.runs = std::max(1, n);
-    else if (a == "--threads") o.threads = n;
-    else Usage(("unknown flag " + a).c_str());
+    if (!absl::SimpleAtoi(part, &n) || n < 1) Fail("bad --batches");
+    o.batches.push_back(n);
   }
-  if (o.model_dir.empty() || o.modules.empty()) Usage("--model and --modules are required");
+  o.prompt = std::max(1, o.prompt);
+  o.new_tokens = std::max(2, o.new_tokens);
+  o.runs = std::max(1, o.runs);
   return o;
 }
 
@@ -72,11 +70,11 @@ int Main(int argc, char** argv) {
   eo.kv_cache_tokens = max_batch * (o.prompt + o.new_tokens + 16);
   eo.prefix_cache = false;
   auto engine = Engine::Load(eo);
-  if (!engine.ok()) Usage(engine.status().ToString().c_str());
+  if (!engine.ok()) Fail(engine.status().ToString());
   std::vector<RouterPolicy> policies;
   for (const std::string& p : o.policies) {
     auto parsed = ParseRouterPolicy(p);
-    if (!parsed.ok()) Usage(parsed.status().ToString().c_str());
+    if (!parsed.ok()) Fail(parsed.status().ToString());
     policies.push_back(*parsed);
   }
   std::printf("model %s, modules %s (%d per layer), device %s\n", o.model_dir.c_str(), o.modules.c_str(),

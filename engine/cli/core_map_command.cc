@@ -23,14 +23,7 @@ int CoreMapCommand(int argc, char** argv, int first) {
   flags.String("out", &out_path, "where to write the JSON map (required)");
   flags.String("device", &eo.device.kind, "backend: cpu, cuda or auto");
   flags.Int("threads", &eo.device.threads, "CPU threads (0 = all cores)");
-  if (auto s = flags.Parse(argc, argv, first); !s.ok()) {
-    std::cerr << "brickserve core-map: " << s.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Usage();
-    return 0;
-  }
+  if (std::optional<int> exit_code = flags.ParseForCommand(argc, argv, first)) return *exit_code;
   if (eo.model_dir.empty() || out_path.empty()) {
     std::cerr << "brickserve core-map: --model and --out are required\n" << flags.Usage();
     return 2;

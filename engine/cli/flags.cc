@@ -1,5 +1,7 @@
 #include "engine/cli/flags.h"
 
+#include <iostream>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
@@ -94,6 +96,18 @@ std::string FlagSet::Usage() const {
   }
   absl::StrAppend(&out, "  --help\n      print this help\n");
   return out;
+}
+
+std::optional<int> FlagSet::ParseForCommand(int argc, char** argv, int first) {
+  if (absl::Status s = Parse(argc, argv, first); !s.ok()) {
+    std::cerr << command_ << ": " << s.message() << "\n";
+    return 2;
+  }
+  if (help_) {
+    std::cout << Usage();
+    return 0;
+  }
+  return std::nullopt;
 }
 
 }  // namespace brickserve

@@ -28,6 +28,9 @@ class FlagSet {
   // Sets help_requested() on --help / -h.
   absl::Status Parse(int argc, char** argv, int first);
   bool help_requested() const { return help_; }
+  // Parse for a subcommand's main: on a bad flag prints "COMMAND: message" to stderr (exit code 2),
+  // on --help prints the usage (exit code 0), and returns that code; nullopt means go on.
+  std::optional<int> ParseForCommand(int argc, char** argv, int first);
   std::string Usage() const;
 
  private:

@@ -32,14 +32,7 @@ int ModulesBuildCommand(int argc, char** argv, int first) {
   flags.Int("seed", &seed, "k-means seed");
   flags.String("device", &eo.device.kind, "backend: cpu, cuda or auto");
   flags.Int("threads", &eo.device.threads, "CPU threads (0 = all cores)");
-  if (auto s = flags.Parse(argc, argv, first); !s.ok()) {
-    std::cerr << "brickserve modules build: " << s.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Usage();
-    return 0;
-  }
+  if (std::optional<int> exit_code = flags.ParseForCommand(argc, argv, first)) return *exit_code;
   if (eo.model_dir.empty() || calibration_file.empty()) {
     std::cerr << "brickserve modules build: --model and --calibration are required\n" << flags.Usage();
     return 2;

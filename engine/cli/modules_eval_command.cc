@@ -102,14 +102,7 @@ int ModulesEvalCommand(int argc, char** argv, int first) {
   flags.String("partition-policy", &partition_policy_text,
                "router policy whose module usage defines each domain's top modules");
   flags.Float("top-fraction", &top_fraction, "a domain's top modules per layer: this most used fraction of them");
-  if (auto s = flags.Parse(argc, argv, first); !s.ok()) {
-    std::cerr << kCmd << ": " << s.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Usage();
-    return 0;
-  }
+  if (std::optional<int> exit_code = flags.ParseForCommand(argc, argv, first)) return *exit_code;
   if (eo.model_dir.empty()) {
     std::cerr << kCmd << ": --model is required\n" << flags.Usage();
     return 2;

@@ -31,14 +31,7 @@ int ModulesStatsCommand(int argc, char** argv, int first) {
   flags.Int("extremes", &report.extremes, "most and least used modules listed per layer");
   flags.String("device", &eo.device.kind, "backend: cpu, cuda or auto");
   flags.Int("threads", &eo.device.threads, "CPU threads (0 = all cores)");
-  if (auto s = flags.Parse(argc, argv, first); !s.ok()) {
-    std::cerr << kCmd << ": " << s.message() << "\n";
-    return 2;
-  }
-  if (flags.help_requested()) {
-    std::cout << flags.Usage();
-    return 0;
-  }
+  if (std::optional<int> exit_code = flags.ParseForCommand(argc, argv, first)) return *exit_code;
   if (eo.model_dir.empty() || eo.modules_path.empty() || text_path.empty()) {
     std::cerr << kCmd << ": --model, --modules and --text are required\n" << flags.Usage();
     return 2;
