@@ -47,6 +47,11 @@ uint64_t SplitMix64(uint64_t x) {
 
 float Silu(float g) { return g / (1.0f + std::exp(-g)); }
 
+// Whether the row picks its modules with selector `s` (dense rows pick none).
+bool Picks(const ModuleRow& r, ModuleSelector s) {
+  return r.policy != nullptr && r.policy->mode != RouterMode::kDense && r.policy->selector == s;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModuleRuntime>> ModuleRuntime::Create(std::shared_ptr<const ModuleSet> set,
@@ -111,15 +116,11 @@ absl::StatusOr<std::unique_ptr<ModuleRuntime>> ModuleRuntime::Create(std::shared
 }
 
 bool ModuleRuntime::NeedsActivations(std::span<const ModuleRow> rows) const {
-  return std::any_of(rows.begin(), rows.end(), [](const ModuleRow& r) {
-    return r.policy && r.policy->mode != RouterMode::kDense && r.policy->selector == ModuleSelector::kOracle;
-  });
+  return std::any_of(rows.begin(), rows.end(), [](const ModuleRow& r) { return Picks(r, ModuleSelector::kOracle); });
 }
 
 bool ModuleRuntime::NeedsGate(std::span<const ModuleRow> rows) const {
-  return std::any_of(rows.begin(), rows.end(), [](const ModuleRow& r) {
-    return r.policy && r.policy->mode != RouterMode::kDense && r.policy->selector == ModuleSelector::kThreshold;
-  });
+  return std::any_of(rows.begin(), rows.end(), [](const ModuleRow& r) { return Picks(r, ModuleSelector::kThreshold); });
 }
 
 void ModuleRuntime::SelectTopK(int layer, const RouterPolicy& p, const float* scores,
@@ -161,11 +162,7 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
   const ModuleLayer& L = set_->layers[layer];
   const int N = set_->num_modules, S = set_->module_size, I = set_->intermediate_size;
   const int n_rows = static_cast<int>(rows.size());
-  bool need_scores = false;
-  for (const ModuleRow& r : rows) {
-    need_scores |= r.policy && r.policy->mode != RouterMode::kDense && r.policy->selector == ModuleSelector::kRouter;
-  }
-  if (need_scores) {
+  if (std::any_of(rows.begin(), rows.end(), [](const ModuleRow& r) { return Picks(r, ModuleSelector::kRouter); })) {
     BS_RETURN_IF_ERROR(device_->MatMul(x, n_rows, router_w_[layer], &router_b_[layer], scores_));
     host_scores_.resize(static_cast<size_t>(n_rows) * N);
     BS_RETURN_IF_ERROR(device_->CopyToHost(scores_, 0, host_scores_));
@@ -174,8 +171,7 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
   if ((oracle && h == nullptr) || (threshold && gate == nullptr)) {
     return absl::InternalError("ModuleRuntime::Run: the oracle/threshold activations were not computed");
   }
-  // Oracle rows read h, threshold rows read gate: one host copy, [rows, I], of whichever is needed
-  // (a batch mixing both copies twice, one after the other).
+  // Oracle rows read h, threshold rows read gate: a host copy [rows, I] of each that is needed.
   std::vector<float> host_h, host_gate;
   if (oracle) {
     host_h.resize(static_cast<size_t>(n_rows) * I);
@@ -210,7 +206,7 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
     }
     const RouterPolicy& p = *row.policy;
     out_rows_.push_back(r);
-    if (p.mode != RouterMode::kDense && p.selector == ModuleSelector::kThreshold) {
+    if (Picks(row, ModuleSelector::kThreshold)) {
       const float cut = set_->ThresholdFor(layer, p.density);
       const float* g = host_gate.data() + static_cast<size_t>(r) * I;
       std::vector<int32_t>& neurons = row_neurons_.emplace_back();
@@ -231,12 +227,10 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
       }
       continue;
     }
-    const float* scores = nullptr;
-    if (p.mode == RouterMode::kDense) {
-      scores = nullptr;  // every module not disabled
-    } else if (p.selector == ModuleSelector::kRouter) {
+    const float* scores = nullptr;  // dense minus disabled modules: all the others
+    if (Picks(row, ModuleSelector::kRouter)) {
       scores = host_scores_.data() + static_cast<size_t>(r) * N;
-    } else if (p.selector == ModuleSelector::kOracle) {
+    } else if (Picks(row, ModuleSelector::kOracle)) {
       const float* hr = host_h.data() + static_cast<size_t>(r) * I;
       for (int m = 0; m < N; ++m) {
         float s = 0;
@@ -245,11 +239,10 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
       }
       scores = mass.data();
     }
-    if (p.mode != RouterMode::kDense && p.selector == ModuleSelector::kRandom) {
+    if (Picks(row, ModuleSelector::kRandom)) {
       SelectRandom(layer, p, row, &chosen_);
     } else {
-      SelectTopK(layer, p.mode == RouterMode::kDense ? RouterPolicy{RouterMode::kDense, p.selector, 0, 1.0f, p.disabled} : p,
-                 scores, &chosen_);
+      SelectTopK(layer, p, scores, &chosen_);
     }
     group_rows_[N].push_back(r);
     uint64_t computed = resident;

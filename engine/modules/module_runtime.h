@@ -69,7 +69,7 @@ class ModuleRuntime {
   std::vector<std::vector<int32_t>> neuron_module_;                // [l][slot]: module, -1 resident
   Buffer scores_;
   // Per-call scratch.
-  std::vector<float> host_scores_, host_act_;
+  std::vector<float> host_scores_;
   std::vector<std::vector<int32_t>> group_rows_;
   std::vector<std::vector<int32_t>> row_neurons_;
   std::vector<FfnNeuronGroup> groups_;

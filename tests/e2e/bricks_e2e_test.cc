@@ -22,11 +22,6 @@ using namespace std::chrono_literals;
 
 constexpr char kToken[] = "s3cret-admin-token";
 
-std::string ServerBinary() {
-  const char* env = std::getenv("BRICKSERVE_E2E_BINARY");
-  return env != nullptr && *env != '\0' ? env : BRICKSERVE_BINARY;
-}
-
 class BricksE2E : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -2,6 +2,7 @@
 // policies (its greedy token equals the float64 masked-FFN reference's argmax), returns module
 // traces, keeps server-wide usage counters, applies its default policy, refuses bad policies with
 // the field and the limit while serving on, and refuses to start with a module set of another model.
+// CI also runs it against an AddressSanitizer build of the server (BRICKSERVE_E2E_BINARY).
 #include <fstream>
 
 #include "gmock/gmock.h"
@@ -31,7 +32,7 @@ class ModulesE2E : public ::testing::Test {
     std::vector<std::string> args = {"--model", GoldenDir() + "/base", "--modules", GoldenDir() + "/modules.safetensors",
                                      "--listen", "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
-    auto server = ServerProcess::Start(BRICKSERVE_BINARY, args, 120s);
+    auto server = ServerProcess::Start(ServerBinary(), args, 120s);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     stub_ = v1::InferenceService::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
@@ -179,7 +180,7 @@ TEST_F(ModulesE2E, TheServerRefusesToStartWithABadModuleSetOrDefault) {
       {{"--modules", GoldenDir() + "/modules.safetensors", "--default-router", "top_k:99"}, "router.k must be in"},
   };
   for (const Bad& b : bad) {
-    std::vector<std::string> argv = {BRICKSERVE_BINARY, "serve", "--model", base, "--listen", "127.0.0.1:0"};
+    std::vector<std::string> argv = {ServerBinary(), "serve", "--model", base, "--listen", "127.0.0.1:0"};
     argv.insert(argv.end(), b.args.begin(), b.args.end());
     auto run = RunCommand(argv, 60s);
     ASSERT_TRUE(run.ok()) << run.status();

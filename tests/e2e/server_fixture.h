@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -18,6 +19,12 @@ namespace brickserve::testing {
 
 inline const std::string kModelDir = std::string(BRICKSERVE_SHARED_DIR) + "/models/brick-tiny";
 inline bool HaveModel() { return std::filesystem::exists(kModelDir + "/reference/greedy.json"); }
+
+// The server under test: BRICKSERVE_E2E_BINARY (e.g. an AddressSanitizer build) or this build's.
+inline std::string ServerBinary() {
+  const char* env = std::getenv("BRICKSERVE_E2E_BINARY");
+  return env != nullptr && *env != '\0' ? env : BRICKSERVE_BINARY;
+}
 
 // Tests that need brick-tiny skip, saying where it was looked for, when it is absent.
 class NeedsModelTest : public ::testing::Test {
