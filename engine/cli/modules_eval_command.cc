@@ -38,15 +38,12 @@ absl::StatusOr<std::vector<float>> ParseDensities(const std::string& text) {
 absl::StatusOr<std::vector<ModuleSelector>> ParseSelectors(const std::string& text) {
   std::vector<ModuleSelector> out;
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    part = absl::StripAsciiWhitespace(part);
-    if (part == "router") out.push_back(ModuleSelector::kRouter);
-    else if (part == "oracle") out.push_back(ModuleSelector::kOracle);
-    else if (part == "threshold") out.push_back(ModuleSelector::kThreshold);
-    else if (part == "random") out.push_back(ModuleSelector::kRandom);
-    else {
+    const std::optional<ModuleSelector> s = ModuleSelectorFromName(absl::StripAsciiWhitespace(part));
+    if (!s) {
       return absl::InvalidArgumentError(
           absl::StrCat("--selectors: unknown selector \"", part, "\" (router, oracle, threshold or random)"));
     }
+    out.push_back(*s);
   }
   return out;
 }

@@ -40,6 +40,14 @@ absl::string_view ModuleSelectorName(ModuleSelector s) {
   return "?";
 }
 
+std::optional<ModuleSelector> ModuleSelectorFromName(absl::string_view name) {
+  for (ModuleSelector s : {ModuleSelector::kRouter, ModuleSelector::kThreshold, ModuleSelector::kOracle,
+                           ModuleSelector::kRandom}) {
+    if (name == ModuleSelectorName(s)) return s;
+  }
+  return std::nullopt;
+}
+
 std::string RouterPolicyToString(const RouterPolicy& p) {
   switch (p.mode) {
     case RouterMode::kDense: return p.disabled ? "dense (some modules disabled)" : "dense";
@@ -102,12 +110,9 @@ absl::StatusOr<RouterPolicy> ParseRouterPolicy(absl::string_view text) {
     return bad("unknown policy");
   }
   if (parts.size() == 3) {
-    const absl::string_view s = parts[2];
-    if (s == "router") p.selector = ModuleSelector::kRouter;
-    else if (s == "threshold") p.selector = ModuleSelector::kThreshold;
-    else if (s == "oracle") p.selector = ModuleSelector::kOracle;
-    else if (s == "random") p.selector = ModuleSelector::kRandom;
-    else return bad("unknown selector");
+    const std::optional<ModuleSelector> s = ModuleSelectorFromName(parts[2]);
+    if (!s) return bad("unknown selector");
+    p.selector = *s;
   }
   return p;
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,7 @@ struct RouterPolicy {
 
 absl::string_view RouterModeName(RouterMode mode);        // "dense", "top_k", "density"
 absl::string_view ModuleSelectorName(ModuleSelector s);   // "router", "threshold", "oracle", "random"
+std::optional<ModuleSelector> ModuleSelectorFromName(absl::string_view name);
 std::string RouterPolicyToString(const RouterPolicy& p);  // "top_k k=4 (router)"
 
 // INVALID_ARGUMENT naming the field ("router.k", "router.density", "router.policy") and the limit;
