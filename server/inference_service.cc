@@ -93,17 +93,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     response->add_router_policies(v1::RouterPolicy::POLICY_DENSITY);
     response->set_num_modules(e.modules()->num_modules);
   }
-  auto* router = response->mutable_default_router();
-  const RouterPolicy& d = l.default_router;
-  router->set_policy(d.mode == RouterMode::kDense  ? v1::RouterPolicy::POLICY_DENSE
-                     : d.mode == RouterMode::kTopK ? v1::RouterPolicy::POLICY_TOP_K
-                                                   : v1::RouterPolicy::POLICY_DENSITY);
-  router->set_k(d.k);
-  router->set_density(d.density);
-  router->set_selector(d.selector == ModuleSelector::kThreshold ? v1::RouterPolicy::SELECTOR_THRESHOLD
-                       : d.selector == ModuleSelector::kOracle  ? v1::RouterPolicy::SELECTOR_ORACLE
-                       : d.selector == ModuleSelector::kRandom  ? v1::RouterPolicy::SELECTOR_RANDOM
-                                                                : v1::RouterPolicy::SELECTOR_ROUTER);
+  ToProto(l.default_router, response->mutable_default_router());
   response->set_server_version(BRICKSERVE_VERSION);
   return Answer(context, absl::OkStatus());
 }

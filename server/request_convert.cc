@@ -93,6 +93,18 @@ absl::StatusOr<RouterPolicy> ToRouterPolicy(const v1::RouterPolicy& in, const Ro
   return p;
 }
 
+void ToProto(const RouterPolicy& p, v1::RouterPolicy* out) {
+  out->set_policy(p.mode == RouterMode::kDense  ? v1::RouterPolicy::POLICY_DENSE
+                  : p.mode == RouterMode::kTopK ? v1::RouterPolicy::POLICY_TOP_K
+                                                : v1::RouterPolicy::POLICY_DENSITY);
+  out->set_k(p.k);
+  out->set_density(p.density);
+  out->set_selector(p.selector == ModuleSelector::kThreshold ? v1::RouterPolicy::SELECTOR_THRESHOLD
+                    : p.selector == ModuleSelector::kOracle  ? v1::RouterPolicy::SELECTOR_ORACLE
+                    : p.selector == ModuleSelector::kRandom  ? v1::RouterPolicy::SELECTOR_RANDOM
+                                                             : v1::RouterPolicy::SELECTOR_ROUTER);
+}
+
 ModuleTrace ModuleTraceFromProto(const v1::ModuleUsage& in) {
   ModuleTrace t;
   t.Reset(in.layers_size(), in.num_modules());

@@ -11,7 +11,8 @@
 namespace brickserve {
 
 // Builds the engine request, or returns INVALID_ARGUMENT naming the field and its limit,
-// NOT_FOUND for a brick that is not loaded, UNIMPLEMENTED for a router policy not supported yet.
+// NOT_FOUND for a brick that is not loaded, FAILED_PRECONDITION for a sparse router policy on a
+// server without a module set.
 // The named bricks are resolved in `bricks` (null: none loaded) and attached with their weights;
 // the request holds them until it ends. Runs the engine's own checks (Engine::Validate) last.
 // `applied`, when given, receives the bricks attached (name, version, weight) for the response.
@@ -42,6 +43,7 @@ absl::StatusOr<RouterPolicy> ToRouterPolicy(const v1::RouterPolicy& in, const Ro
 // A module trace or the server's usage counters on the wire.
 void FillModuleUsage(const ModuleTrace& trace, const std::string& policy, v1::ModuleUsage* out);
 ModuleTrace ModuleTraceFromProto(const v1::ModuleUsage& usage);
+void ToProto(const RouterPolicy& policy, v1::RouterPolicy* out);
 void FillResponse(const GenerationResult& result, bool with_logprobs, v1::GenerateResponse* out);
 // The streamed piece; `with_logprobs` as the request asked.
 void FillPiece(const StreamPiece& piece, bool with_logprobs, v1::GeneratePiece* out);

@@ -87,15 +87,7 @@ void PrintUsage(v1::FinishReason reason, const std::string& matched_stop, const 
 absl::Status SetRouter(const std::string& spec, v1::RouterPolicy* out) {
   auto p = ParseRouterPolicy(spec);
   if (!p.ok()) return absl::InvalidArgumentError(absl::StrCat("--router: ", p.status().message()));
-  out->set_policy(p->mode == RouterMode::kDense  ? v1::RouterPolicy::POLICY_DENSE
-                  : p->mode == RouterMode::kTopK ? v1::RouterPolicy::POLICY_TOP_K
-                                                 : v1::RouterPolicy::POLICY_DENSITY);
-  out->set_k(p->k);
-  out->set_density(p->density);
-  out->set_selector(p->selector == ModuleSelector::kThreshold ? v1::RouterPolicy::SELECTOR_THRESHOLD
-                    : p->selector == ModuleSelector::kOracle  ? v1::RouterPolicy::SELECTOR_ORACLE
-                    : p->selector == ModuleSelector::kRandom  ? v1::RouterPolicy::SELECTOR_RANDOM
-                                                              : v1::RouterPolicy::SELECTOR_ROUTER);
+  ToProto(*p, out);
   return absl::OkStatus();
 }
 
