@@ -35,8 +35,6 @@ class ModuleRuntime {
                                                                const CheckpointTensors& ckpt, Device* device,
                                                                int max_rows);
 
-  const ModuleSet& set() const { return *set_; }
-  std::shared_ptr<const ModuleSet> shared_set() const { return set_; }
   // Device bytes held (transposed down weights and routers).
   size_t bytes() const { return bytes_; }
 

@@ -165,6 +165,11 @@ int ServeCommand(int argc, char** argv, int first) {
   const EngineInfo& info = (*engine)->info();
   std::cerr << absl::StrCat("brickserve: ", info.architecture, ", ", info.num_layers, " layers, vocabulary ",
                             info.vocab_size, ", context ", info.max_context, ", on ", info.device, "\n");
+  if (!info.modules_path.empty()) {
+    std::cerr << absl::StrCat("brickserve: module set ", info.modules_path, ": ", info.num_modules,
+                              " modules per layer, ", info.module_bytes >> 20,
+                              " MiB of routers and module-ordered FFN copies\n");
+  }
   // Only now: a signal during the model load keeps its default effect (stop at once).
   if (!InstallStopHandlers()) {
     std::cerr << kCommand << ": cannot install signal handlers: " << std::strerror(errno) << "\n";
