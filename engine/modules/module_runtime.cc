@@ -184,7 +184,10 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
   BS_RETURN_IF_ERROR(device_->Synchronize());
 
   out_rows_.clear();
-  group_rows_.assign(N + 1, {});  // [N] = the rows that take the resident neurons with their modules
+  // [N] = the rows that take the resident neurons with their modules. Cleared, not rebuilt: the
+  // inner vectors keep their capacity from layer to layer and step to step.
+  group_rows_.resize(N + 1);
+  for (auto& g : group_rows_) g.clear();
   row_neurons_.clear();
   std::vector<int32_t> threshold_rows;
   std::vector<float> mass(N);
