@@ -133,7 +133,7 @@ absl::StatusOr<ModuleSet> BuildModuleSet(Engine& engine, std::span<const int32_t
         if (gate_rows_seen[l] % gate_sample_every != 0) continue;
         for (int j = 0; j < I; ++j) {
           const float g = v[r * I + j];
-          a.gate_abs.push_back(std::fabs(g / (1.0f + std::exp(-g))));
+          a.gate_abs.push_back(ThresholdActivation(g));
         }
       }
     }

@@ -45,7 +45,6 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-float Silu(float g) { return g / (1.0f + std::exp(-g)); }
 
 // Whether the row picks its modules with selector `s` (dense rows pick none).
 bool Picks(const ModuleRow& r, ModuleSelector s) {
@@ -217,7 +216,7 @@ absl::Status ModuleRuntime::Run(int layer, const Buffer& x, std::span<const Modu
       for (int slot = 0; slot < I; ++slot) {
         const int m = neuron_module_[layer][slot];  // -1: resident
         if (m >= 0 && p.disabled && (*p.disabled)[static_cast<size_t>(layer) * N + m]) continue;
-        if (m < 0 || std::fabs(Silu(g[order[slot]])) >= cut) neurons.push_back(slot);
+        if (m < 0 || ThresholdActivation(g[order[slot]]) >= cut) neurons.push_back(slot);
       }
       threshold_rows.push_back(r);
       if (t != nullptr) {

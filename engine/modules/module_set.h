@@ -16,6 +16,7 @@
 //                                         neurons on calibration text (descending)
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -58,6 +59,10 @@ struct ModuleSet {
   // The threshold of `layer` for `density` (linear between the calibrated densities, clamped).
   float ThresholdFor(int layer, float density) const;
 };
+
+// What the threshold policy compares with a layer's thresholds: |silu(gate·x)| of one neuron. The
+// builder calibrates with it and the runtime cuts with it, so both must use this one definition.
+inline float ThresholdActivation(float gate) { return std::fabs(gate / (1.0f + std::exp(-gate))); }
 
 absl::Status WriteModuleSet(const ModuleSet& set, const std::string& path);
 // INVALID_ARGUMENT for a corrupt or inconsistent file (naming it); FAILED_PRECONDITION when it was
