@@ -11,7 +11,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 ASAN_BUILD_DIR="${ASAN_BUILD_DIR:-$BUILD_DIR-asan}"
 PY=/usr/bin/python3
 
-cmake -S "$ROOT" -B "$ASAN_BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBRICKSERVE_BUILD_BENCH=OFF \
+cmake -S "$ROOT" -B "$ASAN_BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBRICKSERVE_BUILD_BENCH=OFF -DBRICKSERVE_CUDA=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=address -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address" >/dev/null
 cmake --build "$ASAN_BUILD_DIR" -j"$(nproc)" --target brickserve registry_test sparse_ffn_golden_test

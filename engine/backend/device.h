@@ -97,6 +97,28 @@ struct FfnNeuronGroup {
   std::span<const int32_t> rows;
 };
 
+// A token whose logit the sampling penalties change: seen in the prompt or output (repetition
+// penalty) and/or generated `output_count` times (presence and frequency penalties).
+struct PenaltyToken {
+  int32_t id = 0;
+  int32_t output_count = 0;
+  int32_t seen = 0;
+};
+
+// One row of SampleTokens: a request's sampling processors (Sampler's semantics) and the draw its
+// host-side RNG made for this step, so a seed gives the same tokens on every backend.
+struct SampleRow {
+  float temperature = 0.0f;  // 0 = greedy
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  double uniform = 0.0;  // in [0, 1); unused when greedy
+  std::span<const PenaltyToken> penalties;  // each token once
+};
+
 class Device {
  public:
   virtual ~Device() = default;
@@ -151,6 +173,18 @@ class Device {
   virtual absl::Status Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset,
                             size_t n) = 0;
   virtual absl::Status Synchronize() = 0;
+
+  // --- sampling on the device (optional) ---
+  // Whether SampleTokens is worth calling: a GPU returns the sampled ids instead of the logits.
+  // The CPU samples on the host from the logits it already has.
+  virtual bool samples_on_device() const { return false; }
+  // Picks one token per row of logits [rows, vocab] (penalties applied in place) exactly as the
+  // host Sampler does with the same draw, and waits for the ids (a synchronisation point).
+  virtual absl::Status SampleTokens(Buffer& logits, int vocab, std::span<const SampleRow> rows,
+                                    std::span<int32_t> ids) {
+    (void)logits, (void)vocab, (void)rows, (void)ids;
+    return absl::UnimplementedError(name() + " samples on the host");
+  }
 };
 
 struct DeviceOptions {

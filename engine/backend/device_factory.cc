@@ -2,19 +2,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/cpu_device.h"
+#include "engine/backend/cuda_plugin.h"
 #include "engine/backend/device.h"
 
 namespace brickserve {
 
 absl::StatusOr<std::unique_ptr<Device>> CreateDevice(const DeviceOptions& options) {
   if (options.kind == "cpu") return std::unique_ptr<Device>(new CpuDevice(options.threads, options.batch_invariant));
+  if (options.kind == "cuda") return CreateCudaDevice(options);
   if (options.kind == "auto") {
-    // The CUDA backend arrives with the GPU issue; until then auto means CPU.
-    std::clog << "brickserve: device auto: no CUDA backend in this build, using the CPU\n";
+    absl::StatusOr<std::unique_ptr<Device>> gpu = CreateCudaDevice(options);
+    if (gpu.ok()) return gpu;
+    std::clog << "brickserve: device auto: " << gpu.status().message() << "; using the CPU\n";
     return std::unique_ptr<Device>(new CpuDevice(options.threads, options.batch_invariant));
-  }
-  if (options.kind == "cuda") {
-    return absl::UnimplementedError("device \"cuda\": this build has no CUDA backend yet (use cpu or auto)");
   }
   return absl::InvalidArgumentError(absl::StrCat("device \"", options.kind, "\" is unknown (use cpu, cuda or auto)"));
 }

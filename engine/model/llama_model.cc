@@ -191,7 +191,8 @@ absl::Status LlamaModel::Ffn(int l, int rows) {
   return modules_->Run(l, normed_, module_rows_, dense ? &gate_ : nullptr, gate_pre, proj_);
 }
 
-absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits) {
+absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits,
+                                 const DeviceSampling* sampling) {
   const auto& c = config_;
   const auto& W = *weights_;
   const int bs = cache.spec.block_size;
@@ -272,7 +273,11 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
   // Only the rows that need logits go through the final norm and the (large) LM head, a bounded
   // number of rows at a time so the logits buffer stays small.
   const int out_rows = static_cast<int>(logit_rows.size());
-  logits->resize(static_cast<size_t>(out_rows) * c.vocab_size);
+  if (sampling != nullptr && (sampling->rows.size() != logit_rows.size() || sampling->ids.size() != logit_rows.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("Forward: ", sampling->rows.size(), " sampling rows for ",
+                                                   out_rows, " logits rows"));
+  }
+  logits->resize(sampling != nullptr ? 0 : static_cast<size_t>(out_rows) * c.vocab_size);
   for (int r0 = 0; r0 < out_rows; r0 += kLogitRowsPerPass) {
     const int n = std::min(kLogitRowsPerPass, out_rows - r0);
     for (int i = 0; i < n; ++i) {
@@ -281,6 +286,11 @@ absl::Status LlamaModel::Forward(std::span<const SequenceInput> batch, KvCache& 
     }
     BS_RETURN_IF_ERROR(d.RmsNorm(logits_rows_, W.final_norm, n, eps, logits_rows_));
     BS_RETURN_IF_ERROR(d.MatMul(logits_rows_, n, W.lm_head, nullptr, logits_));
+    if (sampling != nullptr) {
+      BS_RETURN_IF_ERROR(d.SampleTokens(logits_, c.vocab_size, sampling->rows.subspan(r0, n),
+                                        sampling->ids.subspan(r0, n)));
+      continue;
+    }
     BS_RETURN_IF_ERROR(d.CopyToHost(
         logits_, 0, std::span<float>(logits->data() + static_cast<size_t>(r0) * c.vocab_size,
                                      static_cast<size_t>(n) * c.vocab_size)));

@@ -44,6 +44,13 @@ using ActivationProbe = std::function<void(int layer, ProbePoint point, std::spa
 
 struct LlamaWeights;
 
+// Sampling on the device: one row per logits row of the batch, in batch order. Forward then fills
+// `ids` and leaves `logits` empty (only the sampled ids cross to the host).
+struct DeviceSampling {
+  std::span<const SampleRow> rows;
+  std::span<int32_t> ids;
+};
+
 class LlamaModel {
  public:
   // Binds the checkpoint in `model_dir` to `device`. `max_batch_tokens` bounds the rows of one
@@ -59,7 +66,10 @@ class LlamaModel {
 
   // Runs one step over a batch of sequences (their KV entries are written to `cache`), and returns
   // logits [rows, vocab] for the rows that asked for them, in batch order.
-  absl::Status Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits);
+  absl::Status Forward(std::span<const SequenceInput> batch, KvCache& cache, std::vector<float>* logits,
+                       const DeviceSampling* sampling = nullptr);
+  // Whether the device samples (DeviceSampling pays off): a GPU returns ids, not logits.
+  bool samples_on_device() const { return device_->samples_on_device(); }
 
   // Binds a module set built for this model (ModuleRuntime::Create); null unbinds. Not while a
   // Forward runs.

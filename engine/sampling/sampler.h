@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/backend/device.h"
 #include "engine/sampling/sampling_params.h"
 
 namespace brickserve {
@@ -22,6 +23,12 @@ float LogprobOf(std::span<const float> logits, int32_t id);
 // The n most likely tokens under softmax(logits), most likely first (ties: lower id first).
 std::vector<TokenLogprob> TopLogprobs(std::span<const float> logits, int n);
 
+// Picks one token from a row of logits (modified in place by the penalties) with `row`'s
+// processors and draw: the one definition of the sampling semantics, which Device::SampleTokens
+// implementations reproduce. `candidates` is scratch.
+int32_t SampleOnHost(std::span<float> logits, const SampleRow& row, std::vector<std::pair<float, int32_t>>* candidates);
+
+// A request's sampling state: its processors, its seeded RNG stream and the tokens the penalties see.
 class Sampler {
  public:
   // `prompt` feeds the repetition penalty (HF applies it to prompt tokens too).
@@ -30,8 +37,16 @@ class Sampler {
   // Picks the next token from `logits` (modified in place by the processors) and records it.
   int32_t Sample(std::span<float> logits);
 
+  // Sampling elsewhere (Device::SampleTokens) takes three steps per token: Draw the step's uniform
+  // (only when not greedy, as Sample does), describe the Row, then Record the token picked.
+  bool greedy() const { return params_.greedy(); }
+  double Draw();
+  // `penalties` receives the row's penalty tokens (each once); it must outlive the row.
+  void Row(double uniform, int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row);
+  void Record(int32_t id);
+
  private:
-  void ApplyPenalties(std::span<float> logits) const;
+  void BuildSeenMask(size_t vocab);
 
   SamplingParams params_;
   std::mt19937_64 rng_;
@@ -39,6 +54,7 @@ class Sampler {
   std::vector<int32_t> seen_;                       // repetition penalty: prompt and output, unique
   std::vector<bool> seen_mask_;
   // Scratch reused across steps.
+  std::vector<PenaltyToken> penalties_;
   std::vector<std::pair<float, int32_t>> candidates_;
 };
 

@@ -324,11 +324,37 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
                       s.blocks, last ? LogitRows::kLast : LogitRows::kNone, s.loras(), &s.router(),
                       &s.module_usage()});
   }
+  // On a GPU the device samples and only the ids come back, unless a request wants logprobs
+  // (computed on the host from the logits). Each request's RNG makes its draw here either way.
+  const int V = model_->config().vocab_size;
+  bool device_sampling = model_->samples_on_device();
+  for (size_t i = 0; i < plan.size() && device_sampling; ++i) {
+    device_sampling = inputs[i].logits == LogitRows::kNone || !plan[i].seq->wants_logprobs();
+  }
+  std::vector<SampleRow> sample_rows;
+  std::vector<std::vector<PenaltyToken>> penalties;
+  std::vector<int32_t> sampled;
+  DeviceSampling sampling;
+  if (device_sampling) {
+    for (size_t i = 0; i < plan.size(); ++i) {
+      if (inputs[i].logits == LogitRows::kNone) continue;
+      penalties.emplace_back();
+      sample_rows.emplace_back();
+    }
+    for (size_t i = 0, row = 0; i < plan.size(); ++i) {
+      if (inputs[i].logits == LogitRows::kNone) continue;
+      plan[i].seq->DeviceSampleRow(V, &penalties[row], &sample_rows[row]);
+      ++row;
+    }
+    sampled.resize(sample_rows.size());
+    sampling = {sample_rows, sampled};
+  }
   std::vector<float> logits;
   const Clock::time_point start = Clock::now();
-  if (absl::Status st = model_->Forward(inputs, *cache_, &logits); !st.ok()) return st;
+  if (absl::Status st = model_->Forward(inputs, *cache_, &logits, device_sampling ? &sampling : nullptr); !st.ok()) {
+    return st;
+  }
   step_time_.Observe(Seconds(Clock::now() - start));
-  const size_t V = static_cast<size_t>(model_->config().vocab_size);
   size_t row = 0;
   uint64_t prefill = 0, generated = 0;
   const Clock::time_point now = Clock::now();
@@ -340,7 +366,8 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
     if (inputs[i].logits == LogitRows::kNone) continue;
     const bool first = s.result().tokens.empty();
     const Clock::time_point previous = s.last_token_time();
-    const bool finished = s.AcceptLogits(std::span<float>(logits.data() + row * V, V));
+    const bool finished = device_sampling ? s.AcceptSampled(sampled[row])
+                                          : s.AcceptLogits(std::span<float>(logits.data() + row * V, V));
     ++row;
     ++generated;
     if (first) {

@@ -40,6 +40,23 @@ bool Sequence::AcceptLogits(std::span<float> logits) {
   }
   tok.id = sampler_.Sample(logits);
   if (want_logprobs) tok.logprob = LogprobOf(raw, tok.id);
+  return AcceptToken(tok);
+}
+
+bool Sequence::wants_logprobs() const { return request_.logprobs || request_.top_logprobs > 0; }
+
+void Sequence::DeviceSampleRow(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row) {
+  sampler_.Row(sampler_.greedy() ? 0.0 : sampler_.Draw(), vocab, penalties, row);
+}
+
+bool Sequence::AcceptSampled(int32_t id) {
+  sampler_.Record(id);
+  GeneratedToken tok;
+  tok.id = id;
+  return AcceptToken(tok);
+}
+
+bool Sequence::AcceptToken(const GeneratedToken& tok) {
   const Clock::time_point now = Clock::now();
   if (result_.tokens.empty()) result_.time_to_first_token_s = Seconds(now - arrival_);
   last_token_time_ = now;

@@ -59,6 +59,12 @@ class Sequence {
   // Consumes the logits of the last token: samples the next one, streams the text that became
   // final. Returns true when the request is finished (its result is then ready to deliver).
   bool AcceptLogits(std::span<float> logits);
+  // Sampling on the device instead: the request's row for Device::SampleTokens (draws this step's
+  // uniform from the request's RNG), then the token the device picked. Not for requests that want
+  // logprobs, which need the logits on the host.
+  bool wants_logprobs() const;
+  void DeviceSampleRow(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row);
+  bool AcceptSampled(int32_t id);
   // Whether the caller asked to stop (polled check).
   bool StopRequested() const { return options_.should_stop && options_.should_stop(); }
   // Ends the request as cancelled (no more output).
@@ -71,6 +77,8 @@ class Sequence {
   Clock::time_point last_token_time() const { return last_token_time_; }
 
  private:
+  // Records a sampled token: streaming text, stop conditions. True when the request is finished.
+  bool AcceptToken(const GeneratedToken& tok);
   bool IsStopToken(int32_t id) const;
 
   const uint64_t id_;

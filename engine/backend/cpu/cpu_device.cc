@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/cpu/cpu_kernels.h"
+#include "engine/sampling/sampler.h"
 
 namespace brickserve {
 namespace {
@@ -376,6 +377,23 @@ absl::Status CpuDevice::Add(Buffer& x, const Buffer& y, size_t n) {
 absl::Status CpuDevice::Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t n) {
   if (auto s = CheckSize(dst, dst_offset + n, "Copy"); !s.ok()) return s;
   std::memmove(dst.data + dst_offset, src.data + src_offset, n * sizeof(float));
+  return absl::OkStatus();
+}
+
+absl::Status CpuDevice::SampleTokens(Buffer& logits, int vocab, std::span<const SampleRow> rows,
+                                     std::span<int32_t> ids) {
+  if (auto s = CheckSize(logits, rows.size() * vocab, "SampleTokens logits"); !s.ok()) return s;
+  if (ids.size() < rows.size()) return absl::InvalidArgumentError("SampleTokens: fewer ids than rows");
+  std::vector<std::pair<float, int32_t>> candidates;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    for (const PenaltyToken& t : rows[r].penalties) {
+      if (t.id < 0 || t.id >= vocab) {
+        return absl::OutOfRangeError(absl::StrCat("SampleTokens: penalty token ", t.id, " outside the vocabulary of ",
+                                                  vocab));
+      }
+    }
+    ids[r] = SampleOnHost(std::span<float>(logits.data + r * vocab, static_cast<size_t>(vocab)), rows[r], &candidates);
+  }
   return absl::OkStatus();
 }
 

@@ -38,6 +38,10 @@ class CpuDevice final : public Device {
   absl::Status Add(Buffer& x, const Buffer& y, size_t n) override;
   absl::Status Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t n) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
+  // The host Sampler's code; the engine samples from host logits directly (samples_on_device is
+  // false), this serves callers that hold logits in a Buffer, such as the conformance tests.
+  absl::Status SampleTokens(Buffer& logits, int vocab, std::span<const SampleRow> rows,
+                            std::span<int32_t> ids) override;
 
  private:
   // Without batch invariance: above this many rows a product goes to SGEMM, below to the
