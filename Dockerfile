@@ -29,6 +29,8 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin brickserve \
     && mkdir -p /models /bricks
 COPY --from=cuda-build /src/build/server/brickserve /usr/local/bin/brickserve
+# The CUDA backend plugin, next to the binary, where brickserve looks for it first.
+COPY --from=cuda-build /src/build/engine/libbrickserve_cuda.so /usr/local/bin/libbrickserve_cuda.so
 # Numeric, so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 VOLUME ["/models", "/bricks"]

@@ -56,7 +56,7 @@ class CudaDevice final : public Device {
   CudaDevice() = default;
   // Without batch invariance, products of more rows than this go to cuBLAS and prefill chunks of
   // at least kPrefillKernelMinRows queries to the tiled attention kernel.
-  static constexpr int kMatVecMaxRows = 8;
+  static constexpr int kMatVecMaxRows = 16;
   static constexpr int kPrefillKernelMinRows = 16;
   absl::Status Gemm(const Buffer& x, int rows, const Weight& w, Buffer& out);
   static float* KvBase(const KvCache& cache, int layer, int which);  // which: 0 = K, 1 = V

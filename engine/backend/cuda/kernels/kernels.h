@@ -27,8 +27,9 @@ cudaError_t AddBias(float* y, const float* bias, int rows, int64_t cols, cudaStr
 cudaError_t ConvertF32(const float* x, size_t n, DType to, void* out, cudaStream_t s);
 
 // --- matvec.cu ---
-// y[r, o] = x[r, :] · w[o, :] (+ bias[o]) for r < rows, by warps over the weight rows; each row's
-// sum is computed the same way whatever `rows` is (batch invariant). Best for small `rows`.
+// y[r, o] = x[r, :] · w[o, :] (+ bias[o]) for r < rows, by warps over the weight rows, 16 rows per
+// pass over the weights; each row's sum is computed the same way whatever `rows` is (batch
+// invariant). Best for small `rows`.
 cudaError_t MatVec(const float* x, int rows, const void* w, DType dtype, int64_t out_dim, int64_t in_dim,
                    const float* bias, float* y, cudaStream_t s);
 

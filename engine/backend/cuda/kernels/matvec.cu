@@ -8,7 +8,7 @@ namespace brickserve::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxRows = 8;  // rows handled per pass: each weight row is read once for all of them
+constexpr int kMaxRows = 16;  // rows handled per pass: each weight row is read once for all of them
 
 // Each warp takes output features o = warp, warp + warps, ...; per feature it streams the weight
 // row once and accumulates R dot products. Row r's sum depends only on x[r] and w: the lane split
@@ -70,6 +70,14 @@ cudaError_t LaunchRows(int n, const float* x, const void* w, int64_t out_dim, in
     BS_MATVEC_CASE(6)
     BS_MATVEC_CASE(7)
     BS_MATVEC_CASE(8)
+    BS_MATVEC_CASE(9)
+    BS_MATVEC_CASE(10)
+    BS_MATVEC_CASE(11)
+    BS_MATVEC_CASE(12)
+    BS_MATVEC_CASE(13)
+    BS_MATVEC_CASE(14)
+    BS_MATVEC_CASE(15)
+    BS_MATVEC_CASE(16)
 #undef BS_MATVEC_CASE
     default: return cudaErrorInvalidValue;
   }
