@@ -67,10 +67,17 @@ absl::StatusOr<std::vector<int32_t>> TokenIds(const json& j, const std::string& 
   return ids;
 }
 
-absl::Status ParseRopeScaling(const json& j, RopeScaling* out) {
-  if (!j.contains("rope_scaling") || j["rope_scaling"].is_null()) return absl::OkStatus();
-  const json& rs = j["rope_scaling"];
-  if (!rs.is_object()) return FieldError("rope_scaling", "must be an object or null");
+// RoPE settings come as "rope_theta" + "rope_scaling" (transformers 4) or as one object,
+// "rope_parameters", holding rope_theta and the scaling fields (transformers 5).
+absl::Status ParseRope(const json& j, double* theta, RopeScaling* out) {
+  const bool v5 = j.contains("rope_parameters") && !j["rope_parameters"].is_null();
+  const char* field = v5 ? "rope_parameters" : "rope_scaling";
+  if (v5 && !j["rope_parameters"].is_object()) return FieldError(field, "must be an object or null");
+  const json& theta_holder = v5 && j["rope_parameters"].contains("rope_theta") ? j["rope_parameters"] : j;
+  BS_ASSIGN_OR_RETURN(*theta, PositiveNumber(theta_holder, "rope_theta", 10000.0));
+  if (!j.contains(field) || j[field].is_null()) return absl::OkStatus();
+  const json& rs = j[field];
+  if (!rs.is_object()) return FieldError(field, "must be an object or null");
   std::string type;
   if (rs.contains("rope_type") && rs["rope_type"].is_string()) type = rs["rope_type"].get<std::string>();
   else if (rs.contains("type") && rs["type"].is_string()) type = rs["type"].get<std::string>();
@@ -85,10 +92,10 @@ absl::Status ParseRopeScaling(const json& j, RopeScaling* out) {
     BS_ASSIGN_OR_RETURN(out->original_max_position_embeddings,
                         PositiveInt(rs, "original_max_position_embeddings", 8192));
     if (out->high_freq_factor <= out->low_freq_factor) {
-      return FieldError("rope_scaling.high_freq_factor", "must exceed low_freq_factor");
+      return FieldError(absl::StrCat(field, ".high_freq_factor"), "must exceed low_freq_factor");
     }
   } else {
-    return FieldError("rope_scaling.rope_type",
+    return FieldError(absl::StrCat(field, ".rope_type"),
                       absl::StrCat("\"", type, "\" is not supported (supported: default, linear, llama3)"));
   }
   return absl::OkStatus();
@@ -167,8 +174,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
   BS_ASSIGN_OR_RETURN(c.vocab_size, PositiveInt(j, "vocab_size"));
   BS_ASSIGN_OR_RETURN(c.max_position_embeddings, PositiveInt(j, "max_position_embeddings", 2048));
   BS_ASSIGN_OR_RETURN(c.rms_norm_eps, PositiveNumber(j, "rms_norm_eps", 1e-6));
-  BS_ASSIGN_OR_RETURN(c.rope_theta, PositiveNumber(j, "rope_theta", 10000.0));
-  BS_RETURN_IF_ERROR(ParseRopeScaling(j, &c.rope_scaling));
+  BS_RETURN_IF_ERROR(ParseRope(j, &c.rope_theta, &c.rope_scaling));
   c.tie_word_embeddings = BoolOr(j, "tie_word_embeddings", false);
   c.qkv_bias = c.architecture == Architecture::kQwen2 || BoolOr(j, "attention_bias", false);
 

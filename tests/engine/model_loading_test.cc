@@ -263,5 +263,30 @@ TEST(ModelConfig, Llama3RopeScalingKeepsHighFrequencies) {
   EXPECT_NEAR(inv.back(), std::pow(500000.0, -126.0 / 128) / 8, 1e-12);  // lowest: divided by factor
 }
 
+// transformers 5 writes one "rope_parameters" object (rope_theta inside): the same frequencies as
+// the transformers 4 fields, and errors name the field the file used.
+TEST(ModelConfig, RopeParametersOfTransformers5MatchRopeThetaAndScaling) {
+  const std::string base = R"({"architectures":["LlamaForCausalLM"],"hidden_size":128,"intermediate_size":16,
+      "num_hidden_layers":1,"num_attention_heads":1,"vocab_size":10,)";
+  auto v4 = ParseModelConfig(base + R"("rope_theta":500000.0,
+      "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+                      "original_max_position_embeddings":8192}})",
+                             "");
+  auto v5 = ParseModelConfig(base + R"("rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,
+      "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}})",
+                             "");
+  ASSERT_TRUE(v4.ok()) << v4.status();
+  ASSERT_TRUE(v5.ok()) << v5.status();
+  EXPECT_EQ(v5->rope_theta, 500000.0);
+  EXPECT_EQ(v5->RopeInvFreq(), v4->RopeInvFreq());
+  auto plain = ParseModelConfig(base + R"("rope_parameters":{"rope_type":"default","rope_theta":1000000.0}})", "");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->rope_theta, 1000000.0);
+  EXPECT_EQ(plain->rope_scaling.type, RopeScaling::Type::kNone);
+  auto bad = ParseModelConfig(base + R"("rope_parameters":{"rope_type":"yarn","rope_theta":10000.0,"factor":4.0}})", "");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("rope_parameters.rope_type \"yarn\""), std::string::npos) << bad.status();
+}
+
 }  // namespace
 }  // namespace brickserve
