@@ -21,6 +21,16 @@
 // --kernels instead breaks a decode step down, using the engine's own Device and ThreadPool: the
 // matrix-vector products alone (weight streaming per matrix kind), a decode step replayed op by op
 // with a timer per op, and the cost of one ThreadPool::ParallelFor hand-off.
+//
+// --device cpu|cuda|auto (default cpu) picks the backend for every path (on a GPU the kernel
+// breakdown synchronises after each op, so each timer holds its op's kernels).
+// --batch 1,8,64 adds batched decode (Engine API only): N requests (each a random --decode-prompt
+// prompt, --decode-new tokens, greedy, EOS ignored) submitted at once to the engine's continuous
+// batching, timed as bench/batch_runner.h does: decode tok/s counts every token generated after the
+// last request's first token, over the time from then to the last token (all N sequences
+// decoding); throughput tok/s is all generated tokens / wall time (prefill included). The KV pool
+// is enlarged to hold N full requests. Printed after the usual output, ending in BATCH_RESULT
+// lines; --only batch runs only this part.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -50,6 +60,9 @@
 #include "engine/sampling/sampling_params.h"
 #include "engine/util/thread_pool.h"
 #ifdef BRICKSERVE_BENCH_WITH_ENGINE
+#include <future>
+#include <mutex>
+
 #include "engine/engine.h"
 #endif
 
@@ -73,8 +86,11 @@ struct Options {
   double membw_gbs = 0;
   std::string membw_bin;  // sample the bandwidth with this membw binary before each decode run
   bool kernels = false;
-  std::string only = "all";  // all | decode | prefill (for profiling one phase)
+  std::string only = "all";  // all | decode | prefill | batch (for profiling one phase)
   int kernel_passes = 10;
+  std::string device = "cpu";  // cpu | cuda | auto
+  std::vector<int> batch;      // --batch: concurrent request counts for batched decode
+  int kv_pool_tokens = 0;      // the KV pool: kv_cache_tokens, or enough for the largest batch
 };
 
 [[noreturn]] void Usage(const char* msg = nullptr) {
@@ -83,8 +99,9 @@ struct Options {
                "usage: engine_bench --model DIR [--api auto|engine|model] [--runs N] [--threads T]\n"
                "                    [--decode-prompt 128] [--decode-new 128] [--prefill-prompt 512]\n"
                "                    [--max-batch-tokens 512] [--kv-cache-tokens 1024] [--membw-gbs X | --membw PATH]\n"
-               "                    [--only all|decode|prefill]\n"
-               "       engine_bench --model DIR --kernels [--kernel-passes 10] [--threads T] [--membw-gbs X | --membw PATH]\n");
+               "                    [--only all|decode|prefill|batch] [--device cpu|cuda|auto] [--batch 1,8,64]\n"
+               "       engine_bench --model DIR --kernels [--kernel-passes 10] [--threads T] [--membw-gbs X | --membw PATH]\n"
+               "                    [--device cpu|cuda|auto]\n");
   std::exit(2);
 }
 
@@ -110,12 +127,34 @@ Options ParseArgs(int argc, char** argv) {
     else if (a == "--kernels") o.kernels = true;
     else if (a == "--only") o.only = next();
     else if (a == "--kernel-passes") o.kernel_passes = std::stoi(next());
+    else if (a == "--device") o.device = next();
+    else if (a == "--batch") {
+      std::stringstream ss(next());
+      std::string part;
+      while (std::getline(ss, part, ',')) {
+        if (part.empty()) continue;
+        const int n = std::atoi(part.c_str());
+        if (n < 1) Usage("--batch takes a comma-separated list of positive request counts, e.g. 1,8,64");
+        o.batch.push_back(n);
+      }
+      if (o.batch.empty()) Usage("--batch needs at least one request count");
+    }
     else if (a == "--help" || a == "-h") Usage();
     else Usage(("unknown flag " + a).c_str());
   }
   if (o.model_dir.empty()) Usage("--model is required");
-  if (o.only != "all" && o.only != "decode" && o.only != "prefill") Usage("--only must be all, decode or prefill");
+  if (o.only != "all" && o.only != "decode" && o.only != "prefill" && o.only != "batch") {
+    Usage("--only must be all, decode, prefill or batch");
+  }
+  if (o.only == "batch" && o.batch.empty()) Usage("--only batch needs --batch N[,N...]");
+  if (o.device != "cpu" && o.device != "cuda" && o.device != "auto") Usage("--device must be cpu, cuda or auto");
   if (o.runs < 1 || o.decode_new < 2 || o.decode_prompt < 1 || o.prefill_prompt < 1) Usage("bad sizes");
+  o.kv_pool_tokens = o.kv_cache_tokens;
+  if (!o.batch.empty()) {
+    // Every request of the largest batch holds its whole context at once (no preemption).
+    const int per_request = (o.decode_prompt + o.decode_new + o.kv_block_size - 1) / o.kv_block_size * o.kv_block_size;
+    o.kv_pool_tokens = std::max(o.kv_pool_tokens, *std::max_element(o.batch.begin(), o.batch.end()) * per_request);
+  }
   return o;
 }
 
@@ -241,7 +280,7 @@ class ModelRunner final : public Runner {
     auto cfg = LoadModelConfig(o.model_dir);
     if (!cfg.ok()) return cfg.status();
     r->config_ = *cfg;
-    auto dev = CreateDevice({"cpu", o.threads});
+    auto dev = CreateDevice({o.device, o.threads});
     if (!dev.ok()) return dev.status();
     r->device_ = *std::move(dev);
     auto model = LlamaModel::Load(o.model_dir, r->config_, r->device_.get(), o.max_batch_tokens);
@@ -318,12 +357,13 @@ class EngineRunner final : public Runner {
   static absl::StatusOr<std::unique_ptr<EngineRunner>> Load(const Options& o) {
     EngineOptions eo;
     eo.model_dir = o.model_dir;
-    eo.device.kind = "cpu";
+    eo.device.kind = o.device;
     eo.device.threads = o.threads;
     eo.max_batch_tokens = o.max_batch_tokens;
     eo.kv_block_size = o.kv_block_size;
-    eo.kv_cache_tokens = o.kv_cache_tokens;
+    eo.kv_cache_tokens = o.kv_pool_tokens;
     eo.max_context = o.kv_cache_tokens;
+    if (!o.batch.empty()) eo.max_running = std::max(eo.max_running, *std::max_element(o.batch.begin(), o.batch.end()));
     auto e = Engine::Load(eo);
     if (!e.ok()) return e.status();
     auto r = std::unique_ptr<EngineRunner>(new EngineRunner());
@@ -331,6 +371,7 @@ class EngineRunner final : public Runner {
     return r;
   }
   std::string name() const override { return "Engine::Generate"; }
+  Engine& engine() { return *engine_; }
   const ModelConfig& config() const override { return engine_->config(); }
   size_t weight_bytes() const override { return engine_->info().weight_bytes; }
   size_t kv_cache_bytes() const override { return engine_->info().kv_cache_bytes; }
@@ -441,8 +482,12 @@ T Unwrap(absl::StatusOr<T> v, const char* what) {
 //     parallel op pays to wake the other core).
 int RunKernels(const Options& o) {
   const ModelConfig c = Unwrap(LoadModelConfig(o.model_dir), "config");
-  auto dev = Unwrap(CreateDevice({"cpu", o.threads}), "device");
+  auto dev = Unwrap(CreateDevice({o.device, o.threads}), "device");
   Device& d = *dev;
+  // On a GPU the ops are asynchronous: wait after each one so its timer holds its kernels. The CPU
+  // path is unchanged (its ops return when done).
+  const bool sync_each_op = o.device != "cpu";
+  auto maybe_sync = [&]() { if (sync_each_op) BENCH_CHECK(d.Synchronize()); };
   const CheckpointTensors ckpt = Unwrap(CheckpointTensors::Open(o.model_dir), "checkpoint");
   auto bind = [&](const std::string& name) { return Unwrap(d.UploadWeight(Unwrap(ckpt.Get(name), name.c_str())), name.c_str()); };
   struct Layer { Weight in_norm, post_norm, q, k, v, o, gate, up, down; };
@@ -476,7 +521,14 @@ int RunKernels(const Options& o) {
   Buffer x = buf(std::max(H, std::max(QD, I))), y = buf(std::max<size_t>(V, I));
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0, 1);
-  for (size_t i = 0; i < x.size; ++i) x.data[i] = nd(rng);
+  if (!sync_each_op) {
+    for (size_t i = 0; i < x.size; ++i) x.data[i] = nd(rng);
+  } else {  // device memory: fill on the host, copy up
+    std::vector<float> host_x(x.size);
+    for (float& v : host_x) v = nd(rng);
+    BENCH_CHECK(d.CopyToDevice(host_x, x, 0));
+    BENCH_CHECK(d.Synchronize());
+  }
   auto bytes_of = [](const Weight& w) { return static_cast<size_t>(w.rows * w.cols) * DTypeSize(w.dtype); };
   size_t total = 0;
   std::map<std::string, size_t> kind_bytes;
@@ -497,6 +549,7 @@ int RunKernels(const Options& o) {
     for (const auto& m : mats) {
       const auto tm = Clock::now();
       BENCH_CHECK(d.MatMul(x, 1, *m.w, nullptr, y));
+      maybe_sync();
       kind_s[m.kind] += Since(tm);
     }
     const double sec = Since(t0);
@@ -544,6 +597,7 @@ int RunKernels(const Options& o) {
 #define OP(name, expr)          \
   tm = Clock::now();            \
   BENCH_CHECK(expr);            \
+  maybe_sync();                 \
   t[name] += Since(tm)
     const auto t0 = Clock::now();
     OP("embed", d.Embed(embed, ids, hidden));
@@ -618,6 +672,120 @@ int RunKernels(const Options& o) {
   return 0;
 }
 
+#ifdef BRICKSERVE_BENCH_WITH_ENGINE
+// --- batched decode (--batch) -------------------------------------------------------------------
+
+struct BatchTiming {
+  double decode_tok_s = 0;      // tokens after the last request's first token / time from then to the end
+  double throughput_tok_s = 0;  // all generated tokens / wall time (prefill included)
+  double wall_s = 0;
+  double last_first_token_s = 0;  // submission -> the last request's first token
+  int tokens = 0;
+};
+
+// N requests submitted at once; the same timing as bench/batch_runner.h's RunBatch, but any failed
+// request or short generation is an error.
+absl::StatusOr<BatchTiming> RunBatchOnce(Engine& engine, int n, const Options& o, uint64_t seed) {
+  std::vector<GenerationRequest> reqs(n);
+  for (int i = 0; i < n; ++i) {
+    reqs[i].prompt_ids = RandomPrompt(o.decode_prompt, seed + i);
+    reqs[i].max_new_tokens = o.decode_new;
+    reqs[i].ignore_eos = true;  // sampling defaults to greedy
+  }
+  std::mutex mu;
+  std::vector<std::vector<Clock::time_point>> times(n);
+  std::vector<absl::Status> errors(n);
+  std::vector<int> tokens(n, 0);
+  std::vector<std::promise<void>> done(n);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    auto on_piece = [&, i](const StreamPiece& p) {
+      const auto now = Clock::now();
+      std::lock_guard<std::mutex> lock(mu);
+      for (size_t k = 0; k < p.tokens.size(); ++k) times[i].push_back(now);
+      return true;
+    };
+    auto on_done = [&, i](absl::StatusOr<GenerationResult> r) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!r.ok()) errors[i] = r.status();
+        else tokens[i] = r->completion_tokens;
+      }
+      done[i].set_value();
+    };
+    auto st = engine.Submit(reqs[i], {}, on_piece, on_done);
+    if (!st.ok()) {
+      // Requests already queued still finish (their callbacks use this frame): wait for them.
+      for (int j = 0; j < i; ++j) done[j].get_future().wait();
+      return st.status();
+    }
+  }
+  for (auto& d : done) d.get_future().wait();
+  BatchTiming t;
+  t.wall_s = Since(t0);
+  Clock::time_point last_first = t0, end = t0;
+  for (int i = 0; i < n; ++i) {
+    if (!errors[i].ok()) return errors[i];
+    if (tokens[i] != o.decode_new) {
+      return absl::InternalError("request " + std::to_string(i) + " of " + std::to_string(n) + " generated " +
+                                 std::to_string(tokens[i]) + " of " + std::to_string(o.decode_new) + " tokens");
+    }
+    t.tokens += tokens[i];
+    if (!times[i].empty()) {
+      last_first = std::max(last_first, times[i].front());
+      end = std::max(end, times[i].back());
+    }
+  }
+  int after = 0;
+  for (const auto& ts : times) after += static_cast<int>(std::count_if(ts.begin(), ts.end(), [&](auto x) { return x > last_first; }));
+  const double span = std::chrono::duration<double>(end - last_first).count();
+  t.decode_tok_s = span > 0 ? after / span : 0;
+  t.throughput_tok_s = t.tokens / t.wall_s;
+  t.last_first_token_s = std::chrono::duration<double>(last_first - t0).count();
+  return t;
+}
+
+// The --batch section: for each N, one warm-up and --runs timed runs; medians.
+int RunBatches(Engine& engine, const Options& o) {
+  std::printf("\n  batched decode: N concurrent requests (prompt %d, %d new each, greedy, EOS ignored), device %s\n",
+              o.decode_prompt, o.decode_new, engine.info().device.c_str());
+  struct Row { int n; Stats decode, thr; double first_s; };
+  std::vector<Row> rows;
+  for (int n : o.batch) {
+    std::vector<double> dec, thr, first;
+    for (int r = 0; r <= o.runs; ++r) {
+      auto t = RunBatchOnce(engine, n, o, 5000 + 1000 * static_cast<uint64_t>(r));
+      if (!t.ok()) {
+        std::fprintf(stderr, "engine_bench: batch %d: %s\n", n, t.status().ToString().c_str());
+        return 1;
+      }
+      std::printf("  batch %3d run %d%s: decode %9.2f tok/s  throughput %9.2f tok/s  (%d tokens in %.3f s, last first token at %.3f s)\n",
+                  n, r, r == 0 ? " (warm-up)" : "          ", t->decode_tok_s, t->throughput_tok_s, t->tokens, t->wall_s,
+                  t->last_first_token_s);
+      if (r == 0) continue;
+      dec.push_back(t->decode_tok_s);
+      thr.push_back(t->throughput_tok_s);
+      first.push_back(t->last_first_token_s);
+    }
+    rows.push_back({n, Summarise(dec), Summarise(thr), Summarise(first).median});
+  }
+  std::printf("\n  %-8s %14s %18s %16s %8s %18s\n", "batch", "decode tok/s", "per request tok/s", "throughput tok/s",
+              "spread", "last first tok s");
+  for (const Row& r : rows) {
+    std::printf("  %-8d %14.2f %18.2f %16.2f %7.1f%% %18.3f\n", r.n, r.decode.median, r.decode.median / r.n,
+                r.thr.median, 100 * r.decode.spread(), r.first_s);
+  }
+  for (const Row& r : rows) {
+    // The device name has spaces: last, everything after "device=".
+    std::printf("BATCH_RESULT batch=%d prompt=%d new=%d decode_tok_s=%.3f decode_spread=%.4f "
+                "per_request_tok_s=%.3f throughput_tok_s=%.3f last_first_token_s=%.4f runs=%d device=%s\n",
+                r.n, o.decode_prompt, o.decode_new, r.decode.median, r.decode.spread(), r.decode.median / r.n,
+                r.thr.median, r.first_s, o.runs, engine.info().device.c_str());
+  }
+  return 0;
+}
+#endif
+
 // --- main benchmark ---------------------------------------------------------------------------
 
 int Run(const Options& o) {
@@ -642,6 +810,7 @@ int Run(const Options& o) {
     runner = *std::move(r);
   }
   if (!runner) Usage("--api must be auto, engine or model");
+  if (!o.batch.empty() && api != "engine") Usage("--batch needs the engine API (--api engine, a build with bs_engine)");
   const double load_s = Since(t_load);
 
   const ModelConfig& c = runner->config();
@@ -665,10 +834,13 @@ int Run(const Options& o) {
               c.architecture_name.c_str(), c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
               c.intermediate_size, c.vocab_size);
   std::printf("  weights  %.1fM parameters, %s, %.1f MiB (%zu bytes)\n", params / 1e6, dtype, MiB(wbytes), wbytes);
-  std::printf("  KV cache %d tokens x %d layers, F32: %.1f MiB (%zu bytes)\n", o.kv_cache_tokens, c.num_layers,
+  std::printf("  KV cache %d tokens x %d layers, F32: %.1f MiB (%zu bytes)\n", o.kv_pool_tokens, c.num_layers,
               MiB(kvbytes), kvbytes);
   std::printf("  load     %.3f s\n", load_s);
   PrintMemory("after load");
+#ifdef BRICKSERVE_BENCH_WITH_ENGINE
+  if (o.only == "batch") return RunBatches(static_cast<EngineRunner&>(*runner).engine(), o);
+#endif
 
   // Decode.
   const DecodeBytes db = BytesPerDecodeToken(c, elem, o.decode_prompt, o.decode_new);
@@ -786,6 +958,9 @@ int Run(const Options& o) {
               api.c_str(), dtype, params, wbytes, kvbytes, ds.median, ds.spread(), ps.median, ps.spread(), ts.median,
               peak, rss_ratio, db.weights, db.kv, membw, floor_ratio, decode_load.first,
               prefill_load.first);
+#ifdef BRICKSERVE_BENCH_WITH_ENGINE
+  if (!o.batch.empty()) return RunBatches(static_cast<EngineRunner&>(*runner).engine(), o);
+#endif
   return 0;
 }
 
