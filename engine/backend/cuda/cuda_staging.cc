@@ -22,6 +22,7 @@ absl::Status CudaStaging::Grow(size_t capacity) {
   if (dev_ != nullptr) BS_CUDA_RETURN_IF_ERROR(cudaFree(dev_), "staging: cudaFree");
   host_ = dev_ = nullptr;
   capacity_ = used_ = 0;
+  staged_.clear();
   BS_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&host_), capacity), "staging: cudaMallocHost");
   BS_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&dev_), capacity), "staging: cudaMalloc");
   capacity_ = capacity;
@@ -30,16 +31,18 @@ absl::Status CudaStaging::Grow(size_t capacity) {
 
 absl::Status CudaStaging::Begin(size_t bytes) {
   if (used_ + bytes <= capacity_) return absl::OkStatus();
-  if (bytes <= capacity_) {
-    // Full: wait until the queued uploads and their readers are done, then start over.
-    BS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_), "staging: waiting for the stream");
-    used_ = 0;
-    return absl::OkStatus();
-  }
+  // Full before the next Synchronize: wait for the queued uploads and their readers, and double
+  // the area, so a forward pass that needs this much fits without waiting next time.
   return Grow(std::max({bytes, 2 * capacity_, kInitialStagingBytes}));
 }
 
 absl::StatusOr<void*> CudaStaging::Put(const void* host, size_t bytes) {
+  // A few recent uploads are worth comparing with: a forward pass repeats its metadata per layer.
+  constexpr size_t kLookBack = 16;
+  for (size_t i = staged_.size(); i > 0 && staged_.size() - i < kLookBack; --i) {
+    const Staged& s = staged_[i - 1];
+    if (s.bytes == bytes && bytes > 0 && std::memcmp(host_ + s.offset, host, bytes) == 0) return dev_ + s.offset;
+  }
   const size_t padded = Padded(std::max<size_t>(bytes, 1));
   if (used_ + padded > capacity_) {
     return absl::InternalError("CUDA staging: Put beyond the room reserved by Begin");
@@ -49,6 +52,7 @@ absl::StatusOr<void*> CudaStaging::Put(const void* host, size_t bytes) {
   used_ += padded;
   if (bytes == 0) return d;
   std::memcpy(h, host, bytes);
+  staged_.push_back({static_cast<size_t>(h - host_), bytes});
   BS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream_), "staging: upload");
   return d;
 }

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -24,7 +25,9 @@ class CudaStaging {
   // Makes room for `bytes` (the sum of an op's Put sizes): every Put of the op then lands without
   // a reset in between, which would let a later Put overwrite an earlier one before its kernel ran.
   absl::Status Begin(size_t bytes);
-  // Copies `bytes` into the pinned area and enqueues its upload; returns the device address.
+  // Copies `bytes` into the pinned area and enqueues its upload; returns the device address. The
+  // same bytes staged earlier since the last Reset are not uploaded again (every layer of a
+  // forward pass stages the same positions, KV slots and block tables).
   absl::StatusOr<void*> Put(const void* host, size_t bytes);
   template <typename T>
   absl::StatusOr<const T*> Put(std::span<const T> v) {
@@ -33,7 +36,10 @@ class CudaStaging {
     return static_cast<const T*>(*p);
   }
   // After the stream was synchronised: the whole area is free again.
-  void Reset() { used_ = 0; }
+  void Reset() {
+    used_ = 0;
+    staged_.clear();
+  }
 
   static constexpr size_t kAlign = 256;
   static size_t Padded(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
@@ -46,6 +52,11 @@ class CudaStaging {
   char* dev_ = nullptr;
   size_t capacity_ = 0;
   size_t used_ = 0;
+  struct Staged {
+    size_t offset;
+    size_t bytes;
+  };
+  std::vector<Staged> staged_;  // this epoch's uploads, most recent last
 };
 
 // Device memory reused by one kind of op (cuBLAS input conversion, LoRA products, FFN activations).
