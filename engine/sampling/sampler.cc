@@ -74,11 +74,8 @@ void Sampler::Row(double uniform, int vocab, std::vector<PenaltyToken>* penaltie
       penalties->push_back({id, counts && it != output_counts_.end() ? it->second : 0, 1});
     }
   }
-  if (counts) {
-    // Output tokens are all in seen_: listed above already when the repetition penalty is on.
-    for (const auto& [id, count] : output_counts_) {
-      if (!repetition) penalties->push_back({id, count, 0});
-    }
+  if (counts && !repetition) {  // with it, the output tokens (all in seen_) are listed above
+    for (const auto& [id, count] : output_counts_) penalties->push_back({id, count, 0});
   }
   row->temperature = params_.temperature;
   row->top_k = params_.top_k;

@@ -238,8 +238,23 @@ TEST_F(SchedulerTest, HigherPriorityPreemptsWhenTheKvPoolIsShort) {
     r.ignore_eos = true;
     return r;
   };
-  const GenerationRequest first = make(40), high = make(30);  // 10 blocks held; 8 more needed
-  const auto want_first = alone->Generate(first)->token_ids();
+  // "first" must stream text from its first token on (the hold below runs at its first piece, and
+  // a piece carries text: tokens that decode to no text yet, such as part of a UTF-8 character,
+  // would delay it). A random prompt whose greedy output starts with such tokens is drawn again.
+  GenerationRequest first;
+  std::vector<int32_t> want_first;
+  for (int attempt = 0; attempt < 50 && want_first.empty(); ++attempt) {
+    first = make(40);
+    size_t first_piece_tokens = 0;
+    auto out = alone->Generate(first, [&](const StreamPiece& p) {
+      if (first_piece_tokens == 0) first_piece_tokens = p.tokens.size();
+      return true;
+    });
+    ASSERT_TRUE(out.ok()) << out.status();
+    if (first_piece_tokens == 1) want_first = out->token_ids();
+  }
+  ASSERT_FALSE(want_first.empty()) << "no prompt in 50 streams text from its first generated token";
+  const GenerationRequest high = make(30);  // "first" holds 10 blocks; "high" needs 8 more
   const auto want_high = alone->Generate(high)->token_ids();
 
   std::mutex mu;
@@ -291,7 +306,9 @@ TEST_F(SchedulerTest, PrefillChunkCapsPromptRowsWhileOthersDecode) {
     ASSERT_NE(engine, nullptr);
     GenerationRequest first, second;
     first.prompt_ids = {5, 6, 7};
-    first.max_new_tokens = 30;
+    // Long enough to still decode through "second"'s chunks even if its first text (which runs
+    // the hold) comes some tokens late.
+    first.max_new_tokens = 120;
     first.ignore_eos = true;
     for (int k = 0; k < 40; ++k) second.prompt_ids.push_back(10 + k);
     second.max_new_tokens = 1;  // done in the step of its last chunk
