@@ -16,7 +16,7 @@ namespace brickserve {
 int RunCommand(int argc, char** argv, int first) {
   EngineOptions eo;
   GenerationRequest req;
-  std::string prompt, prompt_file, prompt_ids;
+  std::string prompt, prompt_file, prompt_ids, logits_out;
   bool no_special = false, show_ids = false, show_stats = false;
   req.max_new_tokens = 64;
   FlagSet flags("brickserve run", "Generate text from a prompt with the engine alone (no server).");
@@ -43,6 +43,8 @@ int RunCommand(int argc, char** argv, int first) {
   flags.Int("top-logprobs", &req.top_logprobs, "print the n most likely tokens per step");
   flags.Bool("show-ids", &show_ids, "print the generated token ids");
   flags.Bool("stats", &show_stats, "print timing and throughput to stderr");
+  flags.String("logits-out", &logits_out, "write each generated token's raw logits (float32, little-endian, "
+                                          "vocab_size per token, no header) to this file");
   if (auto s = flags.Parse(argc, argv, first); !s.ok()) {
     std::cerr << "brickserve run: " << s.message() << "\n";
     return 2;
@@ -82,6 +84,17 @@ int RunCommand(int argc, char** argv, int first) {
   } else {
     req.prompt_ids = (*engine)->tokenizer().Encode(prompt, !no_special);
   }
+  std::ofstream logits_file;
+  if (!logits_out.empty()) {
+    logits_file.open(logits_out, std::ios::binary | std::ios::trunc);
+    if (!logits_file) {
+      std::cerr << "brickserve run: cannot write --logits-out " << logits_out << "\n";
+      return 2;
+    }
+    req.on_logits = [&logits_file](std::span<const float> row) {
+      logits_file.write(reinterpret_cast<const char*>(row.data()), static_cast<std::streamsize>(row.size_bytes()));
+    };
+  }
   auto result = (*engine)->Generate(req, [](const StreamPiece& piece) {
     std::cout << piece.text << std::flush;
     return true;
@@ -91,6 +104,10 @@ int RunCommand(int argc, char** argv, int first) {
     return 1;
   }
   std::cout << "\n";
+  if (logits_file.is_open() && !logits_file.flush()) {
+    std::cerr << "brickserve run: writing --logits-out " << logits_out << " failed\n";
+    return 1;
+  }
   if (show_ids) std::cout << "ids: " << absl::StrJoin(result->token_ids(), ",") << "\n";
   if (req.top_logprobs > 0) {
     for (const auto& t : result->tokens) {

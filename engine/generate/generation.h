@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,9 @@ struct GenerationRequest {
   // Which FFN modules its tokens run (dense unless the engine has a module set and this asks).
   RouterPolicy router;
   bool module_trace = false;  // return the per-layer module usage in the result
+  // Called on the scheduler thread with the raw logits (before penalties and temperature) that
+  // each generated token is sampled from. Those steps sample on the host, which has the logits.
+  std::function<void(std::span<const float>)> on_logits;
 };
 
 enum class FinishReason {

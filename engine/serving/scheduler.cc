@@ -324,12 +324,12 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
                       s.blocks, last ? LogitRows::kLast : LogitRows::kNone, s.loras(), &s.router(),
                       &s.module_usage()});
   }
-  // On a GPU the device samples and only the ids come back, unless a request wants logprobs
-  // (computed on the host from the logits). Each request's RNG makes its draw here either way.
+  // On a GPU the device samples and only the ids come back, unless a request needs the logits on
+  // the host (logprobs, on_logits). Each request's RNG makes its draw here either way.
   const int V = model_->config().vocab_size;
   bool device_sampling = model_->samples_on_device();
   for (size_t i = 0; i < plan.size() && device_sampling; ++i) {
-    device_sampling = inputs[i].logits == LogitRows::kNone || !plan[i].seq->wants_logprobs();
+    device_sampling = inputs[i].logits == LogitRows::kNone || !plan[i].seq->needs_host_logits();
   }
   std::vector<SampleRow> sample_rows;
   std::vector<std::vector<PenaltyToken>> penalties;

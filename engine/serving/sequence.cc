@@ -31,6 +31,7 @@ bool Sequence::IsStopToken(int32_t id) const {
 
 bool Sequence::AcceptLogits(std::span<float> logits) {
   const bool want_logprobs = request_.logprobs || request_.top_logprobs > 0;
+  if (request_.on_logits) request_.on_logits(logits);  // before the sampler changes them
   GeneratedToken tok;
   std::vector<float> raw;
   if (want_logprobs) {
@@ -43,7 +44,9 @@ bool Sequence::AcceptLogits(std::span<float> logits) {
   return AcceptToken(tok);
 }
 
-bool Sequence::wants_logprobs() const { return request_.logprobs || request_.top_logprobs > 0; }
+bool Sequence::needs_host_logits() const {
+  return request_.logprobs || request_.top_logprobs > 0 || request_.on_logits != nullptr;
+}
 
 void Sequence::DeviceSampleRow(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row) {
   sampler_.Row(sampler_.greedy() ? 0.0 : sampler_.Draw(), vocab, penalties, row);

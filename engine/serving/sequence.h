@@ -60,9 +60,9 @@ class Sequence {
   // final. Returns true when the request is finished (its result is then ready to deliver).
   bool AcceptLogits(std::span<float> logits);
   // Sampling on the device instead: the request's row for Device::SampleTokens (draws this step's
-  // uniform from the request's RNG), then the token the device picked. Not for requests that want
-  // logprobs, which need the logits on the host.
-  bool wants_logprobs() const;
+  // uniform from the request's RNG), then the token the device picked. Not for requests that need
+  // the logits on the host (logprobs, on_logits).
+  bool needs_host_logits() const;
   void DeviceSampleRow(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row);
   bool AcceptSampled(int32_t id);
   // Whether the caller asked to stop (polled check).
