@@ -7,7 +7,7 @@
 #   env          nvidia-smi, toolkit/PyTorch/transformers versions, glibc, the bundle's libraries
 #                resolved, and a 4-token `brickserve run --device cuda` smoke test
 #   conformance  the bundle's test binaries (device_conformance*, device_sampling*) with
-#                BRICKSERVE_TEST_DEVICE=cuda;
+#                BRICKSERVE_TEST_DEVICE=cuda, then cuda-fast (cuBLAS, tiled prefill attention);
 #                a skipped test counts as a failure here (the GPU is there: a skip means the CUDA
 #                device could not be created); ALLOW_SKIPS=1 relaxes that
 #   memcheck     compute-sanitizer (SANITIZER_TOOLS, default memcheck) on `brickserve run --device
@@ -199,27 +199,32 @@ print(tests, fails, skips)
 EOF
 }
 
+# cuda: the batch-invariant kernels (the default); cuda-fast: cuBLAS and the tiled prefill attention.
+CONFORMANCE_DEVICES="${BRICKSERVE_TEST_DEVICE:-cuda cuda-fast}"
+
 stage_conformance() {
-  local t rc=0 any=0
+  local t dev rc=0 any=0
+  for dev in $CONFORMANCE_DEVICES; do
   for t in "$BS_TESTS_DIR"/*; do
     [[ -x "$t" ]] || continue
     any=1
     local name json counts
     name="$(basename "$t")"
     json="$(mktemp /tmp/gtest-XXXXXX.json)"
-    echo "=== $name (BRICKSERVE_TEST_DEVICE=${BRICKSERVE_TEST_DEVICE:-cuda})"
+    echo "=== $name (BRICKSERVE_TEST_DEVICE=$dev)"
     local t0=$SECONDS
-    BRICKSERVE_TEST_DEVICE="${BRICKSERVE_TEST_DEVICE:-cuda}" bs_run timeout -k 5 "$(left)" "$t" \
+    BRICKSERVE_TEST_DEVICE="$dev" bs_run timeout -k 5 "$(left)" "$t" \
       --gtest_filter="${GTEST_FILTER_CONFORMANCE:-*}" --gtest_output="json:$json" --gtest_color=no
     local trc=$?
     counts="$(gtest_counts "$json")"
     read -r n f s <<<"$counts"
-    echo "=== $name: exit $trc, $n tests, $f failed, $s skipped, $((SECONDS - t0)) s"
+    echo "=== $name ($dev): exit $trc, $n tests, $f failed, $s skipped, $((SECONDS - t0)) s"
     ((trc == 0)) || rc=1
     if ((s > 0)) && [[ "${ALLOW_SKIPS:-0}" != 1 ]]; then
       echo "=== $name: $s tests SKIPPED on a GPU machine: counted as a failure (ALLOW_SKIPS=1 to accept)"
       rc=1
     fi
+  done
   done
   ((any)) || { echo "no test binaries in the bundle (BUNDLE_TESTS when packing)"; return 3; }
   return $rc

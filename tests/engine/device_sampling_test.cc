@@ -15,9 +15,9 @@ namespace {
 std::unique_ptr<Device> DeviceUnderTest(std::string* why) {
   const char* env = std::getenv("BRICKSERVE_TEST_DEVICE");
   const std::string kind = env != nullptr && *env != '\0' ? env : "cuda";
-  DeviceOptions o;
-  o.kind = kind == "cpu-gemm" ? "cpu" : kind;
-  o.batch_invariant = kind != "cpu-gemm";
+  DeviceOptions o;  // as in device_conformance_util.h: cuda, cuda-fast, cpu-gemm
+  o.kind = kind == "cpu-gemm" ? "cpu" : kind == "cuda-fast" ? "cuda" : kind;
+  o.batch_invariant = kind != "cpu-gemm" && kind != "cuda-fast";
   absl::StatusOr<std::unique_ptr<Device>> d = CreateDevice(o);
   if (!d.ok()) {
     *why = std::string(d.status().message());
