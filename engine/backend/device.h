@@ -127,9 +127,15 @@ class Device {
   // --- memory ---
   // Makes a weight usable by the ops. A backend may use host memory in place (CPU) or copy it.
   // Thread-safe against running ops: bricks are uploaded while the model serves.
+  // 1-D tensors (norms, biases, RoPE frequencies) come back as F32 vectors, which is what the ops
+  // that take them expect; 2-D ones keep their dtype.
   virtual absl::StatusOr<Weight> UploadWeight(const HostTensor& tensor) = 0;
+  // Zero-filled.
   virtual absl::StatusOr<Buffer> AllocBuffer(size_t elements) = 0;
   virtual absl::StatusOr<KvCache> AllocKvCache(const KvCacheSpec& spec) = 0;
+  // The host memory may be reused as soon as CopyToDevice returns. CopyToHost's data is there after
+  // the next Synchronize(). Every op likewise copies what it needs of its host spans before it
+  // returns, so callers may pass temporaries.
   virtual absl::Status CopyToDevice(std::span<const float> host, Buffer& dst, size_t dst_offset) = 0;
   virtual absl::Status CopyToHost(const Buffer& src, size_t src_offset, std::span<float> host) = 0;
 
@@ -142,7 +148,8 @@ class Device {
   // out[rows, w.rows] = x[rows, w.cols] · wᵀ (+ bias)
   virtual absl::Status MatMul(const Buffer& x, int rows, const Weight& w, const Weight* bias,
                               Buffer& out) = 0;
-  // Rotates the first `rotary_dim` (= head_dim) dims of each head, HF "rotate_half" layout.
+  // Rotates the first `rotary_dim` (= head_dim) dims of each head, HF "rotate_half" layout. The
+  // angle position * inv_freq is formed in double: in float it is off by ~1e-7 * position rad.
   // x is [rows, heads * head_dim]; inv_freq has head_dim / 2 entries.
   virtual absl::Status Rope(Buffer& x, int rows, int heads, int head_dim,
                             std::span<const int32_t> positions, const Weight& inv_freq) = 0;
@@ -150,6 +157,7 @@ class Device {
   virtual absl::Status WriteKv(KvCache& cache, int layer, const Buffer& k, const Buffer& v,
                                std::span<const int32_t> slots) = 0;
   // out[rows, heads * head_dim] = softmax(q kᵀ * scale) v over each sequence's cached tokens.
+  // Slots past a sequence's context_len are never read (their contents are unspecified).
   virtual absl::Status Attention(const Buffer& q, const KvCache& cache, int layer,
                                  std::span<const AttentionSeq> seqs, const AttentionParams& p,
                                  Buffer& out) = 0;
@@ -162,8 +170,9 @@ class Device {
   //   out[r, :] = sum over the groups holding r, in order, of
   //               sum over the group's neurons j, in order, of silu(gate_j · x_r) (up_j · x_r) down_t[j, :]
   // gate and up are [d_ff, hidden]; down_t is down_proj transposed, [d_ff, hidden], so a neuron's
-  // output weights are one contiguous row. Rows not in `out_rows` are left as they are. A row's
-  // result depends only on its own groups, never on the other rows of the batch.
+  // output weights are one contiguous row. Rows not in `out_rows` are left as they are (a row of
+  // `out_rows` in no group gets zeros). A row's result depends only on its own groups, never on the
+  // other rows of the batch.
   virtual absl::Status SparseFfn(const Buffer& x, const Weight& gate, const Weight& up, const Weight& down_t,
                                  std::span<const FfnNeuronGroup> groups, std::span<const int32_t> out_rows,
                                  Buffer& out) = 0;

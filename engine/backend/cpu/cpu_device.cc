@@ -219,6 +219,17 @@ absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int lay
     if (sq.context_len > static_cast<int64_t>(sq.block_table.size()) * s.block_size || sq.q_len > sq.context_len) {
       return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
     }
+    const size_t q_dim = static_cast<size_t>(p.num_heads) * p.head_dim;
+    if (auto st = CheckSize(q, (static_cast<size_t>(sq.q_begin) + sq.q_len) * q_dim, "Attention q"); !st.ok()) return st;
+    if (auto st = CheckSize(out, (static_cast<size_t>(sq.q_begin) + sq.q_len) * q_dim, "Attention out"); !st.ok()) {
+      return st;
+    }
+    for (int32_t b = 0; b < (sq.context_len + s.block_size - 1) / s.block_size; ++b) {
+      if (sq.block_table[b] < 0 || sq.block_table[b] >= s.num_blocks) {
+        return absl::OutOfRangeError(absl::StrCat("Attention: block ", sq.block_table[b], " outside the cache of ",
+                                                  s.num_blocks, " blocks"));
+      }
+    }
     if (!batch_invariant_ && sq.q_len >= kGemmAttentionMinRows) {
       AttentionGemm(q, cache, layer, sq, p, out);
     } else {
@@ -323,6 +334,8 @@ void CpuDevice::AttentionGemm(const Buffer& q, const KvCache& cache, int layer, 
 }
 
 absl::Status CpuDevice::SwiGlu(const Buffer& gate, const Buffer& up, size_t n, Buffer& out) {
+  if (auto s = CheckSize(gate, n, "SwiGlu gate"); !s.ok()) return s;
+  if (auto s = CheckSize(up, n, "SwiGlu up"); !s.ok()) return s;
   if (auto s = CheckSize(out, n, "SwiGlu"); !s.ok()) return s;
   pool_.ParallelFor(n, 4096, [&](size_t b, size_t e) { cpu::SiluMul(gate.data + b, up.data + b, e - b, out.data + b); });
   return absl::OkStatus();
@@ -335,6 +348,9 @@ absl::Status CpuDevice::AddLora(const Buffer& x, std::span<const LoraSegment> se
     const int64_t rank = a.rows, in = a.cols, out = b.cols;
     if (b.rows != rank) {
       return absl::InvalidArgumentError(absl::StrCat("AddLora: b is [", b.rows, ", ", out, "] for rank ", rank));
+    }
+    if (seg.row_weights.size() != seg.rows.size()) {
+      return absl::InvalidArgumentError("AddLora: a segment has a row weight per row");
     }
     const int n = static_cast<int>(seg.rows.size());
     if (n == 0) continue;
@@ -370,11 +386,14 @@ absl::Status CpuDevice::AddLora(const Buffer& x, std::span<const LoraSegment> se
 }
 
 absl::Status CpuDevice::Add(Buffer& x, const Buffer& y, size_t n) {
+  if (auto s = CheckSize(x, n, "Add"); !s.ok()) return s;
+  if (auto s = CheckSize(y, n, "Add"); !s.ok()) return s;
   for (size_t i = 0; i < n; ++i) x.data[i] += y.data[i];
   return absl::OkStatus();
 }
 
 absl::Status CpuDevice::Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t n) {
+  if (auto s = CheckSize(src, src_offset + n, "Copy source"); !s.ok()) return s;
   if (auto s = CheckSize(dst, dst_offset + n, "Copy"); !s.ok()) return s;
   std::memmove(dst.data + dst_offset, src.data + src_offset, n * sizeof(float));
   return absl::OkStatus();
