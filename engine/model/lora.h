@@ -33,7 +33,7 @@ std::pair<int64_t, int64_t> LoraTargetShape(const ModelConfig& config, LoraTarge
 
 struct LoraPair {
   Weight a;            // [rank, in]
-  Weight b;            // [out, rank]
+  Weight b;            // [rank, out]: PEFT's lora_B transposed at load (see LoraSegment)
   float scale = 1.0f;  // lora_alpha / rank, or lora_alpha / sqrt(rank) with rsLoRA
   bool present() const { return a.valid(); }
 };
