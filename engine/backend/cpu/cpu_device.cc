@@ -8,18 +8,12 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/buffer_checks.h"
 #include "engine/backend/cpu/cpu_kernels.h"
 #include "engine/sampling/sampler.h"
 
 namespace brickserve {
 namespace {
-
-absl::Status CheckSize(const Buffer& b, size_t need, const char* what) {
-  if (b.size < need) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": buffer holds ", b.size, " floats, op needs ", need));
-  }
-  return absl::OkStatus();
-}
 
 // Widened rows of a weight matrix handed to SGEMM at a time (bounded scratch, good cache reuse).
 constexpr int64_t kConvertTileRows = 256;

@@ -1,24 +1,18 @@
 #include "engine/backend/cuda/cuda_device.h"
 
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
-#include <cuda_fp16.h>
-
+#include "engine/backend/buffer_checks.h"
 #include "engine/backend/cuda/cuda_status.h"
 #include "engine/util/status_macros.h"
 
 namespace brickserve {
 namespace {
-
-absl::Status CheckSize(const Buffer& b, size_t need, const char* what) {
-  if (b.size < need) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": buffer holds ", b.size, " floats, op needs ", need));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status CheckF32Vector(const Weight& w, int64_t n, const char* what) {
   if (w.dtype != DType::kF32 || w.rows * w.cols < n) {
