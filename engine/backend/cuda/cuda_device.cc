@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/buffer_checks.h"
@@ -41,10 +40,6 @@ std::shared_ptr<void> DeviceOwner(void* p) {
   return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
 }
 
-template <typename T>
-size_t Padded(const std::vector<T>& v) {
-  return CudaStaging::Padded(std::max<size_t>(v.size() * sizeof(T), 1));
-}
 
 }  // namespace
 
@@ -329,7 +324,7 @@ absl::Status CudaDevice::Attention(const Buffer& q, const KvCache& cache, int la
       attn_rows_.push_back({sq.q_begin + i, sq.context_len - sq.q_len + i + 1, table_offset});
     }
   }
-  BS_RETURN_IF_ERROR(staging_->Begin(Padded(attn_tables_) + Padded(attn_rows_)));
+  BS_RETURN_IF_ERROR(staging_->Begin(CudaStaging::PaddedSize(attn_tables_) + CudaStaging::PaddedSize(attn_rows_)));
   BS_ASSIGN_OR_RETURN(const int32_t* d_tables, staging_->Put(std::span<const int32_t>(attn_tables_)));
   BS_ASSIGN_OR_RETURN(const cuda::AttentionRow* d_rows, staging_->Put(std::span<const cuda::AttentionRow>(attn_rows_)));
   cuda::AttentionArgs a{q.data,        KvBase(cache, layer, 0), KvBase(cache, layer, 1), d_tables, s.block_size,
@@ -373,174 +368,6 @@ absl::Status CudaDevice::Copy(const Buffer& src, size_t src_offset, Buffer& dst,
   }
   BS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDeviceToDevice, stream_), "Copy");
   return absl::OkStatus();
-}
-
-absl::Status CudaDevice::AddLora(const Buffer& x, std::span<const LoraSegment> segments, Buffer& y) {
-  lora_segs_.clear();
-  lora_rows_.clear();
-  lora_row_weights_.clear();
-  std::unordered_map<int32_t, std::vector<cuda::LoraEntry>> by_row;
-  lora_out_rows_.clear();  // output rows in order of first appearance
-  int64_t in = -1, out = -1;
-  int32_t t_floats = 0;
-  int max_items = 0;
-  for (const LoraSegment& seg : segments) {
-    const Weight& a = *seg.a;
-    const Weight& b = *seg.b;
-    const int64_t rank = a.rows;
-    if (b.rows != rank) {
-      return absl::InvalidArgumentError(absl::StrCat("AddLora: b is [", b.rows, ", ", b.cols, "] for rank ", rank));
-    }
-    if ((in >= 0 && a.cols != in) || (out >= 0 && b.cols != out)) {
-      return absl::InvalidArgumentError("AddLora: the segments of one call differ in input or output width");
-    }
-    if (seg.row_weights.size() != seg.rows.size()) {
-      return absl::InvalidArgumentError("AddLora: a segment has a row weight per row");
-    }
-    in = a.cols;
-    out = b.cols;
-    const int32_t count = static_cast<int32_t>(seg.rows.size());
-    if (count == 0) continue;
-    const int32_t segment = static_cast<int32_t>(lora_segs_.size());
-    lora_segs_.push_back({a.data, b.data, a.dtype, b.dtype, static_cast<int32_t>(rank),
-                          static_cast<int32_t>(lora_rows_.size()), count, t_floats, seg.scale});
-    for (int32_t i = 0; i < count; ++i) {
-      const int32_t r = seg.rows[i];
-      BS_RETURN_IF_ERROR(CheckSize(x, (static_cast<size_t>(r) + 1) * in, "AddLora input"));
-      BS_RETURN_IF_ERROR(CheckSize(y, (static_cast<size_t>(r) + 1) * out, "AddLora output"));
-      lora_rows_.push_back(r);
-      lora_row_weights_.push_back(seg.row_weights[i]);
-      auto [it, fresh] = by_row.try_emplace(r);
-      if (fresh) lora_out_rows_.push_back(r);
-      it->second.push_back({segment, t_floats + i * static_cast<int32_t>(rank)});
-    }
-    t_floats += count * static_cast<int32_t>(rank);
-    max_items = std::max(max_items, count * static_cast<int>(rank));
-  }
-  if (lora_segs_.empty()) return absl::OkStatus();
-  lora_entry_begin_.assign(1, 0);
-  lora_entries_.clear();
-  for (int32_t r : lora_out_rows_) {
-    const auto& e = by_row[r];
-    lora_entries_.insert(lora_entries_.end(), e.begin(), e.end());
-    lora_entry_begin_.push_back(static_cast<int32_t>(lora_entries_.size()));
-  }
-  BS_ASSIGN_OR_RETURN(void* t, lora_t_->Get(static_cast<size_t>(t_floats) * sizeof(float)));
-  BS_RETURN_IF_ERROR(staging_->Begin(Padded(lora_segs_) + Padded(lora_rows_) + Padded(lora_row_weights_) +
-                                     Padded(lora_out_rows_) + Padded(lora_entry_begin_) + Padded(lora_entries_)));
-  BS_ASSIGN_OR_RETURN(auto* d_segs, staging_->Put(std::span<const cuda::LoraSegmentArgs>(lora_segs_)));
-  BS_ASSIGN_OR_RETURN(auto* d_rows, staging_->Put(std::span<const int32_t>(lora_rows_)));
-  BS_ASSIGN_OR_RETURN(auto* d_weights, staging_->Put(std::span<const float>(lora_row_weights_)));
-  BS_ASSIGN_OR_RETURN(auto* d_out_rows, staging_->Put(std::span<const int32_t>(lora_out_rows_)));
-  BS_ASSIGN_OR_RETURN(auto* d_begin, staging_->Put(std::span<const int32_t>(lora_entry_begin_)));
-  BS_ASSIGN_OR_RETURN(auto* d_entries, staging_->Put(std::span<const cuda::LoraEntry>(lora_entries_)));
-  float* d_t = static_cast<float*>(t);
-  BS_CUDA_RETURN_IF_ERROR(cuda::LoraShrink(x.data, in, d_segs, static_cast<int>(lora_segs_.size()), max_items, d_rows,
-                                           d_weights, d_t, stream_),
-                          "AddLora (shrink)");
-  BS_CUDA_RETURN_IF_ERROR(cuda::LoraExpand(d_t, d_segs, d_out_rows, static_cast<int>(lora_out_rows_.size()), d_begin,
-                                           d_entries, out, y.data, stream_),
-                          "AddLora (expand)");
-  return absl::OkStatus();
-}
-
-absl::Status CudaDevice::SparseFfn(const Buffer& x, const Weight& gate, const Weight& up, const Weight& down_t,
-                                   std::span<const FfnNeuronGroup> groups, std::span<const int32_t> out_rows,
-                                   Buffer& out) {
-  const int64_t hidden = gate.cols;
-  if (up.rows != gate.rows || up.cols != hidden || down_t.rows != gate.rows || down_t.cols != hidden ||
-      up.dtype != gate.dtype || down_t.dtype != gate.dtype) {
-    return absl::InvalidArgumentError("SparseFfn: gate, up and down_t must all be [d_ff, hidden] of one dtype");
-  }
-  ffn_groups_.clear();
-  ffn_neurons_.clear();
-  ffn_rows_.clear();
-  std::unordered_map<int32_t, std::vector<cuda::FfnEntry>> by_row;
-  int64_t act_floats = 0;
-  int max_items = 0;
-  for (const FfnNeuronGroup& g : groups) {
-    const int32_t group = static_cast<int32_t>(ffn_groups_.size());
-    for (int32_t n : g.neurons) {
-      if (n < 0 || n >= gate.rows) {
-        return absl::OutOfRangeError(absl::StrCat("SparseFfn: neuron ", n, " outside d_ff ", gate.rows));
-      }
-    }
-    for (int32_t i = 0; i < static_cast<int32_t>(g.rows.size()); ++i) {
-      BS_RETURN_IF_ERROR(CheckSize(x, (static_cast<size_t>(g.rows[i]) + 1) * hidden, "SparseFfn input"));
-      by_row[g.rows[i]].push_back({group, i});
-    }
-    ffn_groups_.push_back({static_cast<int32_t>(ffn_neurons_.size()), static_cast<int32_t>(g.neurons.size()),
-                           static_cast<int32_t>(ffn_rows_.size()), static_cast<int32_t>(g.rows.size()), act_floats});
-    ffn_neurons_.insert(ffn_neurons_.end(), g.neurons.begin(), g.neurons.end());
-    ffn_rows_.insert(ffn_rows_.end(), g.rows.begin(), g.rows.end());
-    const int64_t items = static_cast<int64_t>(g.rows.size()) * static_cast<int64_t>(g.neurons.size());
-    act_floats += items;
-    max_items = std::max<int64_t>(max_items, items);
-  }
-  ffn_entry_begin_.assign(1, 0);
-  ffn_entries_.clear();
-  for (int32_t r : out_rows) {
-    BS_RETURN_IF_ERROR(CheckSize(out, (static_cast<size_t>(r) + 1) * hidden, "SparseFfn output"));
-    if (auto it = by_row.find(r); it != by_row.end()) {
-      ffn_entries_.insert(ffn_entries_.end(), it->second.begin(), it->second.end());
-    }
-    ffn_entry_begin_.push_back(static_cast<int32_t>(ffn_entries_.size()));
-  }
-  if (out_rows.empty()) return absl::OkStatus();
-  BS_ASSIGN_OR_RETURN(void* act, ffn_act_->Get(std::max<int64_t>(act_floats, 1) * sizeof(float)));
-  BS_RETURN_IF_ERROR(staging_->Begin(Padded(ffn_groups_) + Padded(ffn_neurons_) + Padded(ffn_rows_) +
-                                     CudaStaging::Padded(std::max<size_t>(out_rows.size_bytes(), 1)) +
-                                     Padded(ffn_entry_begin_) + Padded(ffn_entries_)));
-  BS_ASSIGN_OR_RETURN(auto* d_groups, staging_->Put(std::span<const cuda::FfnGroupArgs>(ffn_groups_)));
-  BS_ASSIGN_OR_RETURN(auto* d_neurons, staging_->Put(std::span<const int32_t>(ffn_neurons_)));
-  BS_ASSIGN_OR_RETURN(auto* d_rows, staging_->Put(std::span<const int32_t>(ffn_rows_)));
-  BS_ASSIGN_OR_RETURN(auto* d_out_rows, staging_->Put(out_rows));
-  BS_ASSIGN_OR_RETURN(auto* d_begin, staging_->Put(std::span<const int32_t>(ffn_entry_begin_)));
-  BS_ASSIGN_OR_RETURN(auto* d_entries, staging_->Put(std::span<const cuda::FfnEntry>(ffn_entries_)));
-  float* d_act = static_cast<float*>(act);
-  BS_CUDA_RETURN_IF_ERROR(cuda::SparseFfnActivations(x.data, hidden, gate.data, up.data, gate.dtype, d_groups,
-                                                     static_cast<int>(ffn_groups_.size()), max_items, d_neurons,
-                                                     d_rows, d_act, stream_),
-                          "SparseFfn (activations)");
-  BS_CUDA_RETURN_IF_ERROR(cuda::SparseFfnDown(d_act, down_t.data, down_t.dtype, hidden, d_groups, d_neurons,
-                                              d_out_rows, static_cast<int>(out_rows.size()), d_begin, d_entries,
-                                              out.data, stream_),
-                          "SparseFfn (down)");
-  return absl::OkStatus();
-}
-
-absl::Status CudaDevice::SampleTokens(Buffer& logits, int vocab, std::span<const SampleRow> rows,
-                                      std::span<int32_t> ids) {
-  const int n = static_cast<int>(rows.size());
-  BS_RETURN_IF_ERROR(CheckSize(logits, static_cast<size_t>(n) * vocab, "SampleTokens logits"));
-  if (ids.size() < rows.size()) return absl::InvalidArgumentError("SampleTokens: fewer ids than rows");
-  if (n == 0) return absl::OkStatus();
-  sample_rows_.clear();
-  sample_penalties_.clear();
-  for (const SampleRow& r : rows) {
-    sample_rows_.push_back({r.temperature, r.top_k, r.top_p, r.min_p, r.repetition_penalty, r.presence_penalty,
-                            r.frequency_penalty, r.uniform, static_cast<int32_t>(sample_penalties_.size()),
-                            static_cast<int32_t>(r.penalties.size())});
-    for (const PenaltyToken& t : r.penalties) {
-      if (t.id < 0 || t.id >= vocab) {
-        return absl::OutOfRangeError(absl::StrCat("SampleTokens: penalty token ", t.id, " outside the vocabulary of ",
-                                                  vocab));
-      }
-      sample_penalties_.push_back({t.id, t.output_count, t.seen});
-    }
-  }
-  BS_ASSIGN_OR_RETURN(void* probs, sample_probs_->Get(static_cast<size_t>(n) * vocab * sizeof(double)));
-  BS_ASSIGN_OR_RETURN(void* d_ids, sample_ids_->Get(static_cast<size_t>(n) * sizeof(int32_t)));
-  BS_RETURN_IF_ERROR(staging_->Begin(Padded(sample_rows_) + Padded(sample_penalties_)));
-  BS_ASSIGN_OR_RETURN(auto* d_rows, staging_->Put(std::span<const cuda::SampleRowArgs>(sample_rows_)));
-  BS_ASSIGN_OR_RETURN(auto* d_pen, staging_->Put(std::span<const cuda::PenaltyArgs>(sample_penalties_)));
-  BS_CUDA_RETURN_IF_ERROR(cuda::SampleTokens(logits.data, vocab, d_rows, n, d_pen, static_cast<double*>(probs),
-                                             static_cast<int32_t*>(d_ids), stream_),
-                          "SampleTokens");
-  BS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ids.data(), d_ids, static_cast<size_t>(n) * sizeof(int32_t),
-                                          cudaMemcpyDeviceToHost, stream_),
-                          "SampleTokens (ids)");
-  return Synchronize();
 }
 
 }  // namespace brickserve

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <span>
 #include <vector>
@@ -43,6 +44,11 @@ class CudaStaging {
 
   static constexpr size_t kAlign = 256;
   static size_t Padded(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+  // The room a Put of `v` takes (what to add up for Begin).
+  template <typename T>
+  static size_t PaddedSize(const std::vector<T>& v) {
+    return Padded(std::max<size_t>(v.size() * sizeof(T), 1));
+  }
 
  private:
   absl::Status Grow(size_t capacity);

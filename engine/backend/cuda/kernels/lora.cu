@@ -23,7 +23,8 @@ __global__ void ShrinkKernel(const float* x, int64_t in, const LoraSegmentArgs* 
     const int32_t row = rows[seg.rows_begin + i];
     const float* xr = x + int64_t{row} * in;
     float dot;
-    const void* a_row = static_cast<const char*>(seg.a) + int64_t{j} * in * static_cast<int64_t>(DTypeSize(seg.a_dtype));
+    const void* a_row =
+        static_cast<const char*>(seg.a) + int64_t{j} * in * static_cast<int64_t>(DTypeSize(seg.a_dtype));
     switch (seg.a_dtype) {
       case DType::kBF16: dot = WarpDot<DType::kBF16>(a_row, xr, in, vec); break;
       case DType::kF16: dot = WarpDot<DType::kF16>(a_row, xr, in, vec); break;

@@ -58,7 +58,8 @@ template <DType T>
 cudaError_t LaunchRows(int n, const float* x, const void* w, int64_t out_dim, int64_t in, const float* bias,
                        float* y, bool vec, cudaStream_t s) {
   const int64_t warps_per_block = kThreads / kWarp;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((out_dim + warps_per_block - 1) / warps_per_block, 65535));
+  const unsigned blocks =
+      static_cast<unsigned>(std::min<int64_t>((out_dim + warps_per_block - 1) / warps_per_block, 65535));
   switch (n) {
 #define BS_MATVEC_CASE(R) \
   case R: MatVecKernel<T, R><<<blocks, kThreads, 0, s>>>(x, w, out_dim, in, bias, y, vec); break;

@@ -17,7 +17,9 @@ __device__ __forceinline__ uint64_t SortKey(float v, int32_t id) {
   const uint32_t ordered = (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // float order as unsigned order
   return (static_cast<uint64_t>(ordered) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(id));
 }
-__device__ __forceinline__ int32_t IdOfKey(uint64_t key) { return static_cast<int32_t>(0xFFFFFFFFu - static_cast<uint32_t>(key)); }
+__device__ __forceinline__ int32_t IdOfKey(uint64_t key) {
+  return static_cast<int32_t>(0xFFFFFFFFu - static_cast<uint32_t>(key));
+}
 
 // Block-wide reductions (every thread gets the result). `scratch` holds one value per warp.
 template <typename T, typename Op>
@@ -80,7 +82,8 @@ __global__ void __launch_bounds__(kThreads)
       v = v > 0 ? __fdiv_rn(v, r.repetition_penalty) : __fmul_rn(v, r.repetition_penalty);
     }
     if ((r.presence_penalty != 0.0f || r.frequency_penalty != 0.0f) && pe.output_count > 0) {
-      v = __fsub_rn(v, __fadd_rn(__fmul_rn(r.frequency_penalty, static_cast<float>(pe.output_count)), r.presence_penalty));
+      const float count = static_cast<float>(pe.output_count);
+      v = __fsub_rn(v, __fadd_rn(__fmul_rn(r.frequency_penalty, count), r.presence_penalty));
     }
     lg[pe.id] = v;
   }
@@ -90,7 +93,9 @@ __global__ void __launch_bounds__(kThreads)
   const float inv_t = greedy ? 1.0f : 1.0f / r.temperature;
   // The top key: greedy's answer, and the upper end of every bisection.
   unsigned long long top = 0;
-  for (int i = threadIdx.x; i < vocab; i += blockDim.x) top = max(top, static_cast<unsigned long long>(SortKey(lg[i] * inv_t, i)));
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+    top = max(top, static_cast<unsigned long long>(SortKey(lg[i] * inv_t, i)));
+  }
   top = BlockReduce(top, u_scratch, Max{});
   if (greedy) {
     if (threadIdx.x == 0) ids[blockIdx.x] = IdOfKey(top);
@@ -168,7 +173,9 @@ __global__ void __launch_bounds__(kThreads)
     // Rounding left the target at the kept mass: the last kept token, as the Sampler does.
     unsigned long long last = ~0ull;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-      if (SortKey(lg[i] * inv_t, i) >= keep_from && p[i] > 0.0) last = min(last, static_cast<unsigned long long>(walk_key(i)));
+      if (SortKey(lg[i] * inv_t, i) >= keep_from && p[i] > 0.0) {
+        last = min(last, static_cast<unsigned long long>(walk_key(i)));
+      }
     }
     chosen = BlockReduce(last, u_scratch, Min{});
   }
