@@ -12,7 +12,8 @@
 #   4. prints a summary table; the full logs stay in $BENCH_LOG_DIR.
 #
 # Environment (all optional):
-#   BUILD_DIR            main build directory                     (default: <repo>/build-bench)
+#   BUILD_DIR            main build directory                     (default: <repo>/build-bench; it is
+#                        reconfigured with tests, server and CUDA off: not your everyday build)
 #   BENCH_MODELS_DIR     where the generated models live          (default: ${TMPDIR:-/tmp}/brickserve-bench-models)
 #   BENCH_LOG_DIR        where logs go                            (default: $BUILD_DIR/bench-results/<time>)
 #   BENCH_DTYPES         models to run                            (default: "F32 BF16")
