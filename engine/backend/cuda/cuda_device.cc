@@ -40,7 +40,6 @@ std::shared_ptr<void> DeviceOwner(void* p) {
   return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
 }
 
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::Create(const DeviceOptions& options) {
