@@ -13,6 +13,7 @@
 #include <mutex>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "engine/engine.h"
 
 namespace brickserve {
@@ -25,50 +26,86 @@ inline double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-struct RunResult {
-  double tok_per_s = 0, decode_tok_per_s = 0;
+// One timed batch. `tokens` and `errors` are per request (a failed request generated 0 tokens).
+struct BatchTiming {
+  double tok_per_s = 0;           // all generated tokens / wall time (prefill included)
+  double decode_tok_per_s = 0;    // tokens after the last request's first token / time from then to the last
+  double wall_s = 0;
+  double last_first_token_s = 0;  // from submission to the last request's first token
+  int total_tokens = 0;
+  std::vector<int> tokens;
+  std::vector<absl::Status> errors;
 };
 
-inline RunResult RunBatch(Engine& engine, const std::vector<GenerationRequest>& requests, const char* who) {
+// Submits every request at once and waits for them all. A refused submission is returned once the
+// requests already queued have finished (their callbacks use this frame).
+inline absl::StatusOr<BatchTiming> TimeBatch(Engine& engine, const std::vector<GenerationRequest>& requests) {
+  const size_t n = requests.size();
   std::mutex mu;
-  std::vector<Clock::time_point> first(requests.size());
-  std::vector<int> tokens(requests.size(), 0);
-  std::vector<std::vector<Clock::time_point>> times(requests.size());
-  std::vector<std::promise<void>> done(requests.size());
+  BatchTiming t;
+  t.tokens.assign(n, 0);
+  t.errors.assign(n, absl::OkStatus());
+  std::vector<std::vector<Clock::time_point>> times(n);
+  std::vector<std::promise<void>> done(n);
   const Clock::time_point t0 = Clock::now();
-  for (size_t i = 0; i < requests.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     auto on_piece = [&, i](const StreamPiece& p) {
+      const Clock::time_point now = Clock::now();
       std::lock_guard<std::mutex> lock(mu);
-      for (size_t k = 0; k < p.tokens.size(); ++k) times[i].push_back(Clock::now());
+      for (size_t k = 0; k < p.tokens.size(); ++k) times[i].push_back(now);
       return true;
     };
-    auto st = engine.Submit(requests[i], {}, on_piece, [&, i](absl::StatusOr<GenerationResult> r) {
-      if (!r.ok()) std::fprintf(stderr, "%s: %s\n", who, r.status().ToString().c_str());
-      else tokens[i] = r->completion_tokens;
+    auto on_done = [&, i](absl::StatusOr<GenerationResult> r) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!r.ok()) t.errors[i] = r.status();
+        else t.tokens[i] = r->completion_tokens;
+      }
       done[i].set_value();
-    });
+    };
+    auto st = engine.Submit(requests[i], {}, on_piece, on_done);
     if (!st.ok()) {
-      std::fprintf(stderr, "%s: %s\n", who, st.status().ToString().c_str());
-      std::exit(1);
+      for (size_t j = 0; j < i; ++j) done[j].get_future().wait();
+      return st.status();
     }
   }
   for (auto& d : done) d.get_future().wait();
-  const double wall = Since(t0);
-  RunResult r;
-  int total = 0;
+  t.wall_s = Since(t0);
   Clock::time_point last_first = t0, end = t0;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    total += tokens[i];
+  for (size_t i = 0; i < n; ++i) {
+    t.total_tokens += t.tokens[i];
     if (!times[i].empty()) {
       last_first = std::max(last_first, times[i].front());
       end = std::max(end, times[i].back());
     }
   }
   int after = 0;
-  for (const auto& t : times) after += static_cast<int>(std::count_if(t.begin(), t.end(), [&](auto x) { return x > last_first; }));
-  r.tok_per_s = total / wall;
-  r.decode_tok_per_s = after / std::chrono::duration<double>(end - last_first).count();
-  return r;
+  for (const auto& ts : times) {
+    after += static_cast<int>(std::count_if(ts.begin(), ts.end(), [&](auto x) { return x > last_first; }));
+  }
+  const double span = std::chrono::duration<double>(end - last_first).count();
+  t.decode_tok_per_s = span > 0 ? after / span : 0;
+  t.tok_per_s = t.total_tokens / t.wall_s;
+  t.last_first_token_s = std::chrono::duration<double>(last_first - t0).count();
+  return t;
+}
+
+struct RunResult {
+  double tok_per_s = 0, decode_tok_per_s = 0;
+};
+
+// TimeBatch for the benchmarks that report and go on: failed requests are printed, a refused
+// submission ends the process.
+inline RunResult RunBatch(Engine& engine, const std::vector<GenerationRequest>& requests, const char* who) {
+  absl::StatusOr<BatchTiming> t = TimeBatch(engine, requests);
+  if (!t.ok()) {
+    std::fprintf(stderr, "%s: %s\n", who, t.status().ToString().c_str());
+    std::exit(1);
+  }
+  for (const absl::Status& e : t->errors) {
+    if (!e.ok()) std::fprintf(stderr, "%s: %s\n", who, e.ToString().c_str());
+  }
+  return {t->tok_per_s, t->decode_tok_per_s};
 }
 
 }  // namespace brickserve

@@ -60,9 +60,7 @@
 #include "engine/sampling/sampling_params.h"
 #include "engine/util/thread_pool.h"
 #ifdef BRICKSERVE_BENCH_WITH_ENGINE
-#include <future>
-#include <mutex>
-
+#include "bench/batch_runner.h"
 #include "engine/engine.h"
 #endif
 
@@ -675,16 +673,8 @@ int RunKernels(const Options& o) {
 #ifdef BRICKSERVE_BENCH_WITH_ENGINE
 // --- batched decode (--batch) -------------------------------------------------------------------
 
-struct BatchTiming {
-  double decode_tok_s = 0;      // tokens after the last request's first token / time from then to the end
-  double throughput_tok_s = 0;  // all generated tokens / wall time (prefill included)
-  double wall_s = 0;
-  double last_first_token_s = 0;  // submission -> the last request's first token
-  int tokens = 0;
-};
-
-// N requests submitted at once; the same timing as bench/batch_runner.h's RunBatch, but any failed
-// request or short generation is an error.
+// N requests submitted at once (bench/batch_runner.h's TimeBatch); any failed request or short
+// generation is an error.
 absl::StatusOr<BatchTiming> RunBatchOnce(Engine& engine, int n, const Options& o, uint64_t seed) {
   std::vector<GenerationRequest> reqs(n);
   for (int i = 0; i < n; ++i) {
@@ -692,56 +682,15 @@ absl::StatusOr<BatchTiming> RunBatchOnce(Engine& engine, int n, const Options& o
     reqs[i].max_new_tokens = o.decode_new;
     reqs[i].ignore_eos = true;  // sampling defaults to greedy
   }
-  std::mutex mu;
-  std::vector<std::vector<Clock::time_point>> times(n);
-  std::vector<absl::Status> errors(n);
-  std::vector<int> tokens(n, 0);
-  std::vector<std::promise<void>> done(n);
-  const auto t0 = Clock::now();
+  absl::StatusOr<BatchTiming> t = TimeBatch(engine, reqs);
+  if (!t.ok()) return t.status();
   for (int i = 0; i < n; ++i) {
-    auto on_piece = [&, i](const StreamPiece& p) {
-      const auto now = Clock::now();
-      std::lock_guard<std::mutex> lock(mu);
-      for (size_t k = 0; k < p.tokens.size(); ++k) times[i].push_back(now);
-      return true;
-    };
-    auto on_done = [&, i](absl::StatusOr<GenerationResult> r) {
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!r.ok()) errors[i] = r.status();
-        else tokens[i] = r->completion_tokens;
-      }
-      done[i].set_value();
-    };
-    auto st = engine.Submit(reqs[i], {}, on_piece, on_done);
-    if (!st.ok()) {
-      // Requests already queued still finish (their callbacks use this frame): wait for them.
-      for (int j = 0; j < i; ++j) done[j].get_future().wait();
-      return st.status();
-    }
-  }
-  for (auto& d : done) d.get_future().wait();
-  BatchTiming t;
-  t.wall_s = Since(t0);
-  Clock::time_point last_first = t0, end = t0;
-  for (int i = 0; i < n; ++i) {
-    if (!errors[i].ok()) return errors[i];
-    if (tokens[i] != o.decode_new) {
+    if (!t->errors[i].ok()) return t->errors[i];
+    if (t->tokens[i] != o.decode_new) {
       return absl::InternalError("request " + std::to_string(i) + " of " + std::to_string(n) + " generated " +
-                                 std::to_string(tokens[i]) + " of " + std::to_string(o.decode_new) + " tokens");
-    }
-    t.tokens += tokens[i];
-    if (!times[i].empty()) {
-      last_first = std::max(last_first, times[i].front());
-      end = std::max(end, times[i].back());
+                                 std::to_string(t->tokens[i]) + " of " + std::to_string(o.decode_new) + " tokens");
     }
   }
-  int after = 0;
-  for (const auto& ts : times) after += static_cast<int>(std::count_if(ts.begin(), ts.end(), [&](auto x) { return x > last_first; }));
-  const double span = std::chrono::duration<double>(end - last_first).count();
-  t.decode_tok_s = span > 0 ? after / span : 0;
-  t.throughput_tok_s = t.tokens / t.wall_s;
-  t.last_first_token_s = std::chrono::duration<double>(last_first - t0).count();
   return t;
 }
 
@@ -760,11 +709,11 @@ int RunBatches(Engine& engine, const Options& o) {
         return 1;
       }
       std::printf("  batch %3d run %d%s: decode %9.2f tok/s  throughput %9.2f tok/s  (%d tokens in %.3f s, last first token at %.3f s)\n",
-                  n, r, r == 0 ? " (warm-up)" : "          ", t->decode_tok_s, t->throughput_tok_s, t->tokens, t->wall_s,
+                  n, r, r == 0 ? " (warm-up)" : "          ", t->decode_tok_per_s, t->tok_per_s, t->total_tokens, t->wall_s,
                   t->last_first_token_s);
       if (r == 0) continue;
-      dec.push_back(t->decode_tok_s);
-      thr.push_back(t->throughput_tok_s);
+      dec.push_back(t->decode_tok_per_s);
+      thr.push_back(t->tok_per_s);
       first.push_back(t->last_first_token_s);
     }
     rows.push_back({n, Summarise(dec), Summarise(thr), Summarise(first).median});
