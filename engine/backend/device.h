@@ -58,7 +58,13 @@ struct KvCacheSpec {
 
 struct KvCache {
   KvCacheSpec spec;
-  Buffer storage;
+  Buffer storage;  // per layer, the K then the V slot array: [num_blocks * block_size, kv_heads * head_dim]
+  // The K (which = 0) or V (which = 1) slot array of `layer` (a device address).
+  float* LayerSlots(int layer, int which) const {
+    const size_t kv_dim = static_cast<size_t>(spec.num_kv_heads) * spec.head_dim;
+    const size_t slots_total = static_cast<size_t>(spec.num_blocks) * spec.block_size;
+    return storage.data + (static_cast<size_t>(layer) * 2 + which) * slots_total * kv_dim;
+  }
 };
 
 // One sequence's part of an attention call. Its queries are rows [q_begin, q_begin + q_len) of the

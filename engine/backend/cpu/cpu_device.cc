@@ -193,8 +193,8 @@ absl::Status CpuDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, cons
   const auto& s = cache.spec;
   const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
   const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
-  float* k_base = KvBase(cache, layer, 0);
-  float* v_base = KvBase(cache, layer, 1);
+  float* k_base = cache.LayerSlots(layer, 0);
+  float* v_base = cache.LayerSlots(layer, 1);
   for (size_t i = 0; i < slots.size(); ++i) {
     if (slots[i] < 0 || static_cast<size_t>(slots[i]) >= slots_total) {
       return absl::OutOfRangeError(absl::StrCat("KV slot ", slots[i], " outside the cache of ", slots_total));
@@ -214,10 +214,9 @@ absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int lay
       return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
     }
     const size_t q_dim = static_cast<size_t>(p.num_heads) * p.head_dim;
-    if (auto st = CheckSize(q, (static_cast<size_t>(sq.q_begin) + sq.q_len) * q_dim, "Attention q"); !st.ok()) return st;
-    if (auto st = CheckSize(out, (static_cast<size_t>(sq.q_begin) + sq.q_len) * q_dim, "Attention out"); !st.ok()) {
-      return st;
-    }
+    const size_t rows_end = static_cast<size_t>(sq.q_begin) + sq.q_len;
+    if (auto st = CheckSize(q, rows_end * q_dim, "Attention q"); !st.ok()) return st;
+    if (auto st = CheckSize(out, rows_end * q_dim, "Attention out"); !st.ok()) return st;
     for (int32_t b = 0; b < (sq.context_len + s.block_size - 1) / s.block_size; ++b) {
       if (sq.block_table[b] < 0 || sq.block_table[b] >= s.num_blocks) {
         return absl::OutOfRangeError(absl::StrCat("Attention: block ", sq.block_table[b], " outside the cache of ",
@@ -234,20 +233,13 @@ absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int lay
   return absl::OkStatus();
 }
 
-float* CpuDevice::KvBase(const KvCache& cache, int layer, int which) {
-  const auto& s = cache.spec;
-  const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
-  const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
-  return cache.storage.data + (static_cast<size_t>(layer) * 2 + which) * slots_total * kv_dim;
-}
-
 void CpuDevice::AttentionRows(const Buffer& q, const KvCache& cache, int layer, std::span<const AttentionSeq> seqs,
                               const AttentionParams& p, Buffer& out) {
   const auto& s = cache.spec;
   const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
   const size_t q_dim = static_cast<size_t>(p.num_heads) * p.head_dim;
-  const float* k_base = KvBase(cache, layer, 0);
-  const float* v_base = KvBase(cache, layer, 1);
+  const float* k_base = cache.LayerSlots(layer, 0);
+  const float* v_base = cache.LayerSlots(layer, 1);
   const int group = p.num_heads / p.num_kv_heads;
   const int hd = p.head_dim;
   // One work item per (query row, KV head): the query heads sharing that KV head are served from
@@ -300,8 +292,8 @@ void CpuDevice::AttentionGemm(const Buffer& q, const KvCache& cache, int layer, 
   const int group = p.num_heads / p.num_kv_heads;
   attn_k_.resize(static_cast<size_t>(ctx) * kv_dim);
   attn_v_.resize(static_cast<size_t>(ctx) * kv_dim);
-  const float* k_base = KvBase(cache, layer, 0);
-  const float* v_base = KvBase(cache, layer, 1);
+  const float* k_base = cache.LayerSlots(layer, 0);
+  const float* v_base = cache.LayerSlots(layer, 1);
   for (int t = 0; t < ctx; ++t) {
     const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
     std::memcpy(attn_k_.data() + t * kv_dim, k_base + slot * kv_dim, kv_dim * sizeof(float));

@@ -50,7 +50,6 @@ class CpuDevice final : public Device {
   static constexpr int kGemmMinRows = 8;
   static constexpr int kGemmAttentionMinRows = 16;
   absl::Status Gemm(const float* x, int rows, const Weight& w, float* y);
-  static float* KvBase(const KvCache& cache, int layer, int which);  // which: 0 = K, 1 = V
   void AttentionRows(const Buffer& q, const KvCache& cache, int layer, std::span<const AttentionSeq> seqs,
                      const AttentionParams& p, Buffer& out);
   void AttentionGemm(const Buffer& q, const KvCache& cache, int layer, const AttentionSeq& seq,

@@ -254,13 +254,6 @@ absl::Status CudaDevice::Rope(Buffer& x, int rows, int heads, int head_dim, std:
   return absl::OkStatus();
 }
 
-float* CudaDevice::KvBase(const KvCache& cache, int layer, int which) {
-  const auto& s = cache.spec;
-  const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
-  const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
-  return cache.storage.data + (static_cast<size_t>(layer) * 2 + which) * slots_total * kv_dim;
-}
-
 absl::Status CudaDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, const Buffer& v,
                                  std::span<const int32_t> slots) {
   const auto& s = cache.spec;
@@ -278,7 +271,7 @@ absl::Status CudaDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, con
   BS_RETURN_IF_ERROR(CheckSize(v, slots.size() * kv_dim, "WriteKv v"));
   BS_RETURN_IF_ERROR(staging_->Begin(CudaStaging::Padded(std::max<size_t>(slots.size_bytes(), 1))));
   BS_ASSIGN_OR_RETURN(const int32_t* d_slots, staging_->Put(slots));
-  BS_CUDA_RETURN_IF_ERROR(cuda::WriteKv(KvBase(cache, layer, 0), KvBase(cache, layer, 1), k.data, v.data, d_slots,
+  BS_CUDA_RETURN_IF_ERROR(cuda::WriteKv(cache.LayerSlots(layer, 0), cache.LayerSlots(layer, 1), k.data, v.data, d_slots,
                                         static_cast<int>(slots.size()), static_cast<int64_t>(kv_dim), stream_),
                           "WriteKv");
   return absl::OkStatus();
@@ -326,8 +319,8 @@ absl::Status CudaDevice::Attention(const Buffer& q, const KvCache& cache, int la
   BS_RETURN_IF_ERROR(staging_->Begin(CudaStaging::PaddedSize(attn_tables_) + CudaStaging::PaddedSize(attn_rows_)));
   BS_ASSIGN_OR_RETURN(const int32_t* d_tables, staging_->Put(std::span<const int32_t>(attn_tables_)));
   BS_ASSIGN_OR_RETURN(const cuda::AttentionRow* d_rows, staging_->Put(std::span<const cuda::AttentionRow>(attn_rows_)));
-  cuda::AttentionArgs a{q.data,        KvBase(cache, layer, 0), KvBase(cache, layer, 1), d_tables, s.block_size,
-                        p.num_heads,   p.num_kv_heads,          p.head_dim,              p.scale,  out.data};
+  cuda::AttentionArgs a{q.data,      cache.LayerSlots(layer, 0), cache.LayerSlots(layer, 1), d_tables,
+                        s.block_size, p.num_heads, p.num_kv_heads, p.head_dim, p.scale, out.data};
   BS_CUDA_RETURN_IF_ERROR(cuda::AttentionRows(a, d_rows, static_cast<int>(attn_rows_.size()), stream_),
                           "Attention (rows)");
   for (const auto& [sq, table_offset] : prefill) {

@@ -59,7 +59,6 @@ class CudaDevice final : public Device {
   static constexpr int kMatVecMaxRows = 16;
   static constexpr int kPrefillKernelMinRows = 16;
   absl::Status Gemm(const Buffer& x, int rows, const Weight& w, Buffer& out);
-  static float* KvBase(const KvCache& cache, int layer, int which);  // which: 0 = K, 1 = V
 
   int device_ = 0;
   bool batch_invariant_ = true;
