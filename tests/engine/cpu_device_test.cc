@@ -6,36 +6,15 @@
 
 #include "engine/backend/cpu/cpu_device.h"
 #include "gtest/gtest.h"
+#include "half_floats.h"
 
 namespace brickserve {
 namespace {
 
-uint16_t ToBF16(float f) {  // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-}
-float FromBF16(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-uint16_t ToF16(float f) {  // normal range only, round to nearest
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t sign = (u >> 16) & 0x8000;
-  const int exp = static_cast<int>((u >> 23) & 0xff) - 127 + 15;
-  const uint32_t mant = u & 0x7fffff;
-  if (exp <= 0) return static_cast<uint16_t>(sign);
-  return static_cast<uint16_t>(sign | (exp << 10) | ((mant + 0x1000) >> 13));
-}
-float FromF16(uint16_t h) {
-  const int exp = (h >> 10) & 0x1f;
-  const float mag = exp == 0 ? std::ldexp(static_cast<float>(h & 0x3ff), -24)
-                             : std::ldexp(static_cast<float>((h & 0x3ff) | 0x400), exp - 25);
-  return (h & 0x8000) ? -mag : mag;
-}
+using testing::FromBF16;
+using testing::FromF16;
+using testing::ToBF16;
+using testing::ToF16;
 
 struct RandomMatrix {
   DType dtype;

@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "engine/backend/device.h"
+#include "half_floats.h"
 #include "gtest/gtest.h"
 
 #define CONF_CONCAT_INNER(a, b) a##b
@@ -84,26 +85,9 @@ inline uint32_t TestSeed() {
 
 // --- host data ---
 
-inline uint16_t ToBF16(float f) {  // round to nearest even (finite inputs)
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-}
-inline float FromBF16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint16_t ToF16(float f) {  // round to nearest; the values drawn here stay in the normal range
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t sign = (u >> 16) & 0x8000;
-  const int exp = static_cast<int>((u >> 23) & 0xff) - 127 + 15;
-  const uint32_t mant = u & 0x7fffff;
-  if (exp <= 0) return static_cast<uint16_t>(sign);
-  return static_cast<uint16_t>(sign | ((static_cast<uint32_t>(exp) << 10) + ((mant + 0x1000) >> 13)));
-}
+using ::brickserve::testing::FromBF16;
+using ::brickserve::testing::ToBF16;
+using ::brickserve::testing::ToF16;
 
 // A weight drawn at random and stored in `dtype`; the storage outlives every upload (the CPU uses
 // matrices in place).
