@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_staging.h"
@@ -75,9 +76,11 @@ class CudaDevice final : public Device {
   std::vector<int32_t> lora_rows_, lora_out_rows_, lora_entry_begin_;
   std::vector<float> lora_row_weights_;
   std::vector<cuda::LoraEntry> lora_entries_;
+  std::vector<std::pair<int32_t, cuda::LoraEntry>> lora_by_row_;  // (output row, entry)
   std::vector<cuda::FfnGroupArgs> ffn_groups_;
   std::vector<int32_t> ffn_neurons_, ffn_rows_, ffn_entry_begin_;
   std::vector<cuda::FfnEntry> ffn_entries_;
+  std::vector<std::pair<int32_t, cuda::FfnEntry>> ffn_by_row_;  // (output row, entry)
   std::vector<cuda::SampleRowArgs> sample_rows_;
   std::vector<cuda::PenaltyArgs> sample_penalties_;
 };

@@ -1,6 +1,5 @@
 // The ops that gather rows per request: LoRA segments, sparse-FFN neuron groups, sampling.
 #include <algorithm>
-#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/buffer_checks.h"
@@ -17,14 +16,20 @@ size_t Room(const V&... v) {
   return (CudaStaging::PaddedSize(v) + ...);
 }
 
+// Orders (row, entry) pairs appended in call order by row, keeping the call order within a row:
+// one sort of a reused vector per call instead of a list allocated per row.
+template <typename E>
+void GroupByRow(std::vector<std::pair<int32_t, E>>* pairs) {
+  std::stable_sort(pairs->begin(), pairs->end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+}
+
 }  // namespace
 
 absl::Status CudaDevice::AddLora(const Buffer& x, std::span<const LoraSegment> segments, Buffer& y) {
   lora_segs_.clear();
   lora_rows_.clear();
   lora_row_weights_.clear();
-  std::unordered_map<int32_t, std::vector<cuda::LoraEntry>> by_row;
-  lora_out_rows_.clear();  // output rows in order of first appearance
+  lora_by_row_.clear();
   int64_t in = -1, out = -1;
   int32_t t_floats = 0;
   int max_items = 0;
@@ -54,20 +59,23 @@ absl::Status CudaDevice::AddLora(const Buffer& x, std::span<const LoraSegment> s
       BS_RETURN_IF_ERROR(CheckSize(y, (static_cast<size_t>(r) + 1) * out, "AddLora output"));
       lora_rows_.push_back(r);
       lora_row_weights_.push_back(seg.row_weights[i]);
-      auto [it, fresh] = by_row.try_emplace(r);
-      if (fresh) lora_out_rows_.push_back(r);
-      it->second.push_back({segment, t_floats + i * static_cast<int32_t>(rank)});
+      lora_by_row_.push_back({r, {segment, t_floats + i * static_cast<int32_t>(rank)}});
     }
     t_floats += count * static_cast<int32_t>(rank);
     max_items = std::max(max_items, count * static_cast<int>(rank));
   }
   if (lora_segs_.empty()) return absl::OkStatus();
+  // Per output row, its segments' products in segment order.
+  GroupByRow(&lora_by_row_);
+  lora_out_rows_.clear();
   lora_entry_begin_.assign(1, 0);
   lora_entries_.clear();
-  for (int32_t r : lora_out_rows_) {
-    const auto& e = by_row[r];
-    lora_entries_.insert(lora_entries_.end(), e.begin(), e.end());
-    lora_entry_begin_.push_back(static_cast<int32_t>(lora_entries_.size()));
+  for (size_t i = 0; i < lora_by_row_.size(); ++i) {
+    lora_entries_.push_back(lora_by_row_[i].second);
+    if (i + 1 == lora_by_row_.size() || lora_by_row_[i + 1].first != lora_by_row_[i].first) {
+      lora_out_rows_.push_back(lora_by_row_[i].first);
+      lora_entry_begin_.push_back(static_cast<int32_t>(lora_entries_.size()));
+    }
   }
   BS_ASSIGN_OR_RETURN(void* t, lora_t_->Get(static_cast<size_t>(t_floats) * sizeof(float)));
   BS_RETURN_IF_ERROR(staging_->Begin(
@@ -99,7 +107,7 @@ absl::Status CudaDevice::SparseFfn(const Buffer& x, const Weight& gate, const We
   ffn_groups_.clear();
   ffn_neurons_.clear();
   ffn_rows_.clear();
-  std::unordered_map<int32_t, std::vector<cuda::FfnEntry>> by_row;
+  ffn_by_row_.clear();
   int64_t act_floats = 0;
   int max_items = 0;
   for (const FfnNeuronGroup& g : groups) {
@@ -111,7 +119,7 @@ absl::Status CudaDevice::SparseFfn(const Buffer& x, const Weight& gate, const We
     }
     for (int32_t i = 0; i < static_cast<int32_t>(g.rows.size()); ++i) {
       BS_RETURN_IF_ERROR(CheckSize(x, (static_cast<size_t>(g.rows[i]) + 1) * hidden, "SparseFfn input"));
-      by_row[g.rows[i]].push_back({group, i});
+      ffn_by_row_.push_back({g.rows[i], {group, i}});
     }
     ffn_groups_.push_back({static_cast<int32_t>(ffn_neurons_.size()), static_cast<int32_t>(g.neurons.size()),
                            static_cast<int32_t>(ffn_rows_.size()), static_cast<int32_t>(g.rows.size()), act_floats});
@@ -121,13 +129,15 @@ absl::Status CudaDevice::SparseFfn(const Buffer& x, const Weight& gate, const We
     act_floats += items;
     max_items = std::max<int64_t>(max_items, items);
   }
+  // Per output row, its (group, index) entries in group order.
+  GroupByRow(&ffn_by_row_);
   ffn_entry_begin_.assign(1, 0);
   ffn_entries_.clear();
   for (int32_t r : out_rows) {
     BS_RETURN_IF_ERROR(CheckSize(out, (static_cast<size_t>(r) + 1) * hidden, "SparseFfn output"));
-    if (auto it = by_row.find(r); it != by_row.end()) {
-      ffn_entries_.insert(ffn_entries_.end(), it->second.begin(), it->second.end());
-    }
+    auto it = std::lower_bound(ffn_by_row_.begin(), ffn_by_row_.end(), r,
+                               [](const auto& e, int32_t row) { return e.first < row; });
+    for (; it != ffn_by_row_.end() && it->first == r; ++it) ffn_entries_.push_back(it->second);
     ffn_entry_begin_.push_back(static_cast<int32_t>(ffn_entries_.size()));
   }
   if (out_rows.empty()) return absl::OkStatus();
