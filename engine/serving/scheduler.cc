@@ -325,7 +325,7 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
                       &s.module_usage()});
   }
   // On a GPU the device samples and only the ids come back, unless a request needs the logits on
-  // the host (logprobs, on_logits). Each request's RNG makes its draw here either way.
+  // the host (logprobs, on_logits). The device rows carry the draws of the requests' own RNGs.
   const int V = model_->config().vocab_size;
   bool device_sampling = model_->samples_on_device();
   for (size_t i = 0; i < plan.size() && device_sampling; ++i) {
@@ -336,15 +336,11 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
   std::vector<int32_t> sampled;
   DeviceSampling sampling;
   if (device_sampling) {
+    penalties.reserve(plan.size());  // no reallocation: each row's span points into its list
+    sample_rows.reserve(plan.size());
     for (size_t i = 0; i < plan.size(); ++i) {
       if (inputs[i].logits == LogitRows::kNone) continue;
-      penalties.emplace_back();
-      sample_rows.emplace_back();
-    }
-    for (size_t i = 0, row = 0; i < plan.size(); ++i) {
-      if (inputs[i].logits == LogitRows::kNone) continue;
-      plan[i].seq->DeviceSampleRow(V, &penalties[row], &sample_rows[row]);
-      ++row;
+      plan[i].seq->DeviceSampleRow(V, &penalties.emplace_back(), &sample_rows.emplace_back());
     }
     sampled.resize(sample_rows.size());
     sampling = {sample_rows, sampled};
