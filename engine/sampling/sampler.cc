@@ -56,13 +56,13 @@ double Sampler::Draw() { return Uniform01(rng_); }
 
 int32_t Sampler::Sample(std::span<float> logits) {
   SampleRow row;
-  Row(params_.greedy() ? 0.0 : Draw(), static_cast<int>(logits.size()), &penalties_, &row);
+  Row(static_cast<int>(logits.size()), &penalties_, &row);
   const int32_t chosen = SampleOnHost(logits, row, &candidates_);
   Record(chosen);
   return chosen;
 }
 
-void Sampler::Row(double uniform, int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row) {
+void Sampler::Row(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row) {
   BuildSeenMask(static_cast<size_t>(vocab));  // Record keeps seen_ unique through it
   penalties->clear();
   const bool repetition = params_.repetition_penalty != 1.0f;
@@ -84,7 +84,7 @@ void Sampler::Row(double uniform, int vocab, std::vector<PenaltyToken>* penaltie
   row->repetition_penalty = params_.repetition_penalty;
   row->presence_penalty = params_.presence_penalty;
   row->frequency_penalty = params_.frequency_penalty;
-  row->uniform = uniform;
+  row->uniform = params_.greedy() ? 0.0 : Draw();  // greedy steps take no draw from the stream
   row->penalties = *penalties;
 }
 

@@ -37,16 +37,16 @@ class Sampler {
   // Picks the next token from `logits` (modified in place by the processors) and records it.
   int32_t Sample(std::span<float> logits);
 
-  // Sampling elsewhere (Device::SampleTokens) takes three steps per token: Draw the step's uniform
-  // (only when not greedy, as Sample does), describe the Row, then Record the token picked.
-  bool greedy() const { return params_.greedy(); }
-  double Draw();
-  // `penalties` receives the row's penalty tokens (each once); it must outlive the row.
-  void Row(double uniform, int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row);
+  // Sampling elsewhere (Device::SampleTokens) takes two steps per token: the step's Row (its
+  // processors, penalty tokens and the draw from this request's RNG, made as Sample makes it), then
+  // Record of the token picked. `penalties` receives the row's penalty tokens (each once); it must
+  // outlive the row.
+  void Row(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row);
   void Record(int32_t id);
 
  private:
   void BuildSeenMask(size_t vocab);
+  double Draw();
 
   SamplingParams params_;
   std::mt19937_64 rng_;

@@ -49,7 +49,7 @@ bool Sequence::needs_host_logits() const {
 }
 
 void Sequence::DeviceSampleRow(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row) {
-  sampler_.Row(sampler_.greedy() ? 0.0 : sampler_.Draw(), vocab, penalties, row);
+  sampler_.Row(vocab, penalties, row);
 }
 
 bool Sequence::AcceptSampled(int32_t id) {

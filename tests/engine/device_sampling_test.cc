@@ -109,7 +109,7 @@ TEST_F(DeviceSampling, SameTokenAndPenalisedLogitsAsTheHost) {
   }
 }
 
-// The engine's path: Sampler::Row / Draw / Record around the device pick gives the tokens that
+// The engine's path: Sampler::Row / Record around the device pick gives the tokens that
 // Sampler::Sample gives from the same seed, penalties following the generated tokens.
 TEST_F(DeviceSampling, StepsThroughRowAndRecordMatchSample) {
   SCOPED_TRACE(testing::Message() << "seed " << seed_);
@@ -133,7 +133,7 @@ TEST_F(DeviceSampling, StepsThroughRowAndRecordMatchSample) {
     std::vector<float> copy = logits;
     const int32_t want = host.Sample(copy);
     SampleRow row;
-    dev.Row(dev.Draw(), vocab, &penalties, &row);
+    dev.Row(vocab, &penalties, &row);
     ASSERT_TRUE(device_->CopyToDevice(logits, *buf, 0).ok());
     int32_t got = -1;
     const absl::Status st = device_->SampleTokens(*buf, vocab, {&row, 1}, {&got, 1});
