@@ -90,10 +90,6 @@ void Sampler::Row(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* ro
 
 void Sampler::Record(int32_t chosen) {
   ++output_counts_[chosen];
-  if (seen_mask_.empty()) {  // no Row yet: keep seen_ unique by search
-    if (std::find(seen_.begin(), seen_.end(), chosen) == seen_.end()) seen_.push_back(chosen);
-    return;
-  }
   if (static_cast<size_t>(chosen) < seen_mask_.size() && !seen_mask_[chosen]) {
     seen_mask_[chosen] = true;
     seen_.push_back(chosen);

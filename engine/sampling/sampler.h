@@ -42,7 +42,7 @@ class Sampler {
   // Record of the token picked. `penalties` receives the row's penalty tokens (each once); it must
   // outlive the row.
   void Row(int vocab, std::vector<PenaltyToken>* penalties, SampleRow* row);
-  void Record(int32_t id);
+  void Record(int32_t id);  // after the step's Row (which sized the seen-token mask)
 
  private:
   void BuildSeenMask(size_t vocab);
