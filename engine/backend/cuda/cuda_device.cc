@@ -184,8 +184,7 @@ absl::Status CudaDevice::Embed(const Weight& table, std::span<const int32_t> ids
       return absl::OutOfRangeError(absl::StrCat("token id ", id, " is outside the vocabulary of ", table.rows));
     }
   }
-  BS_RETURN_IF_ERROR(staging_->Begin(CudaStaging::Padded(std::max<size_t>(ids.size_bytes(), 1))));
-  BS_ASSIGN_OR_RETURN(const int32_t* d_ids, staging_->Put(ids));
+  BS_ASSIGN_OR_RETURN(const int32_t* d_ids, staging_->PutOnly(ids));
   BS_CUDA_RETURN_IF_ERROR(cuda::Embed(table.data, table.dtype, table.cols, d_ids, static_cast<int>(ids.size()),
                                       out.data, stream_),
                           "Embed");
@@ -247,8 +246,7 @@ absl::Status CudaDevice::Rope(Buffer& x, int rows, int heads, int head_dim, std:
   if (positions.size() < static_cast<size_t>(rows)) {
     return absl::InvalidArgumentError(absl::StrCat("Rope: ", positions.size(), " positions for ", rows, " rows"));
   }
-  BS_RETURN_IF_ERROR(staging_->Begin(CudaStaging::Padded(std::max<size_t>(positions.size_bytes(), 1))));
-  BS_ASSIGN_OR_RETURN(const int32_t* d_pos, staging_->Put(positions));
+  BS_ASSIGN_OR_RETURN(const int32_t* d_pos, staging_->PutOnly(positions));
   BS_CUDA_RETURN_IF_ERROR(
       cuda::Rope(x.data, rows, heads, head_dim, d_pos, static_cast<const float*>(inv_freq.data), stream_), "Rope");
   return absl::OkStatus();
@@ -269,8 +267,7 @@ absl::Status CudaDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, con
   }
   BS_RETURN_IF_ERROR(CheckSize(k, slots.size() * kv_dim, "WriteKv k"));
   BS_RETURN_IF_ERROR(CheckSize(v, slots.size() * kv_dim, "WriteKv v"));
-  BS_RETURN_IF_ERROR(staging_->Begin(CudaStaging::Padded(std::max<size_t>(slots.size_bytes(), 1))));
-  BS_ASSIGN_OR_RETURN(const int32_t* d_slots, staging_->Put(slots));
+  BS_ASSIGN_OR_RETURN(const int32_t* d_slots, staging_->PutOnly(slots));
   BS_CUDA_RETURN_IF_ERROR(cuda::WriteKv(cache.LayerSlots(layer, 0), cache.LayerSlots(layer, 1), k.data, v.data, d_slots,
                                         static_cast<int>(slots.size()), static_cast<int64_t>(kv_dim), stream_),
                           "WriteKv");

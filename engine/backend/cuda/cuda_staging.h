@@ -36,6 +36,12 @@ class CudaStaging {
     if (!p.ok()) return p.status();
     return static_cast<const T*>(*p);
   }
+  // Begin and Put for an op that stages one array.
+  template <typename T>
+  absl::StatusOr<const T*> PutOnly(std::span<const T> v) {
+    if (absl::Status st = Begin(Padded(std::max<size_t>(v.size_bytes(), 1))); !st.ok()) return st;
+    return Put(v);
+  }
   // After the stream was synchronised: the whole area is free again.
   void Reset() {
     used_ = 0;
