@@ -39,12 +39,14 @@ Plugin Open() {
 #ifndef BRICKSERVE_HAVE_CUDA
   p.error = absl::FailedPreconditionError(
       "device \"cuda\": this build has no CUDA backend (configure with -DBRICKSERVE_CUDA=ON on a machine with nvcc)");
-  return p;
-#endif
+#else
   std::vector<std::string> tried;
   for (const std::string& path : Candidates()) {
     // A bare file name goes through the loader's search; a path must exist to be worth a try.
-    if (path.find('/') != std::string::npos && !std::filesystem::exists(path)) continue;
+    if (path.find('/') != std::string::npos && !std::filesystem::exists(path)) {
+      tried.push_back(absl::StrCat(path, ": no such file"));
+      continue;
+    }
     void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr) {
       const char* err = dlerror();
@@ -64,6 +66,7 @@ Plugin Open() {
   p.error = absl::FailedPreconditionError(absl::StrCat("device \"cuda\": cannot load the CUDA backend (",
                                                        absl::StrJoin(tried, "; "),
                                                        "); set BRICKSERVE_CUDA_PLUGIN to its path"));
+#endif
   return p;
 }
 
