@@ -387,16 +387,9 @@ absl::Status CpuDevice::Copy(const Buffer& src, size_t src_offset, Buffer& dst, 
 
 absl::Status CpuDevice::SampleTokens(Buffer& logits, int vocab, std::span<const SampleRow> rows,
                                      std::span<int32_t> ids) {
-  if (auto s = CheckSize(logits, rows.size() * vocab, "SampleTokens logits"); !s.ok()) return s;
-  if (ids.size() < rows.size()) return absl::InvalidArgumentError("SampleTokens: fewer ids than rows");
+  if (auto s = CheckSampleTokens(logits, vocab, rows, ids); !s.ok()) return s;
   std::vector<std::pair<float, int32_t>> candidates;
   for (size_t r = 0; r < rows.size(); ++r) {
-    for (const PenaltyToken& t : rows[r].penalties) {
-      if (t.id < 0 || t.id >= vocab) {
-        return absl::OutOfRangeError(absl::StrCat("SampleTokens: penalty token ", t.id, " outside the vocabulary of ",
-                                                  vocab));
-      }
-    }
     ids[r] = SampleOnHost(std::span<float>(logits.data + r * vocab, static_cast<size_t>(vocab)), rows[r], &candidates);
   }
   return absl::OkStatus();

@@ -165,8 +165,7 @@ absl::Status CudaDevice::SparseFfn(const Buffer& x, const Weight& gate, const We
 absl::Status CudaDevice::SampleTokens(Buffer& logits, int vocab, std::span<const SampleRow> rows,
                                       std::span<int32_t> ids) {
   const int n = static_cast<int>(rows.size());
-  BS_RETURN_IF_ERROR(CheckSize(logits, static_cast<size_t>(n) * vocab, "SampleTokens logits"));
-  if (ids.size() < rows.size()) return absl::InvalidArgumentError("SampleTokens: fewer ids than rows");
+  BS_RETURN_IF_ERROR(CheckSampleTokens(logits, vocab, rows, ids));
   if (n == 0) return absl::OkStatus();
   sample_rows_.clear();
   sample_penalties_.clear();
@@ -174,13 +173,7 @@ absl::Status CudaDevice::SampleTokens(Buffer& logits, int vocab, std::span<const
     sample_rows_.push_back({r.temperature, r.top_k, r.top_p, r.min_p, r.repetition_penalty, r.presence_penalty,
                             r.frequency_penalty, r.uniform, static_cast<int32_t>(sample_penalties_.size()),
                             static_cast<int32_t>(r.penalties.size())});
-    for (const PenaltyToken& t : r.penalties) {
-      if (t.id < 0 || t.id >= vocab) {
-        return absl::OutOfRangeError(absl::StrCat("SampleTokens: penalty token ", t.id, " outside the vocabulary of ",
-                                                  vocab));
-      }
-      sample_penalties_.push_back({t.id, t.output_count, t.seen});
-    }
+    for (const PenaltyToken& t : r.penalties) sample_penalties_.push_back({t.id, t.output_count, t.seen});
   }
   BS_ASSIGN_OR_RETURN(void* probs, sample_probs_->Get(static_cast<size_t>(n) * vocab * sizeof(double)));
   BS_ASSIGN_OR_RETURN(void* d_ids, sample_ids_->Get(static_cast<size_t>(n) * sizeof(int32_t)));
