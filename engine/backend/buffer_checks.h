@@ -18,6 +18,43 @@ inline absl::Status CheckSize(const Buffer& b, size_t need, const char* what) {
   return absl::OkStatus();
 }
 
+// One sequence of an Attention call: its context fits its block table, its blocks are in the cache,
+// and q and out hold its rows.
+inline absl::Status CheckAttentionSeq(const Buffer& q, const Buffer& out, const KvCacheSpec& s, const AttentionSeq& sq,
+                                      const AttentionParams& p) {
+  if (sq.context_len > static_cast<int64_t>(sq.block_table.size()) * s.block_size || sq.q_len > sq.context_len) {
+    return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
+  }
+  const size_t rows_end = (static_cast<size_t>(sq.q_begin) + sq.q_len) * p.num_heads * p.head_dim;
+  if (absl::Status st = CheckSize(q, rows_end, "Attention q"); !st.ok()) return st;
+  if (absl::Status st = CheckSize(out, rows_end, "Attention out"); !st.ok()) return st;
+  for (int32_t b = 0; b < (sq.context_len + s.block_size - 1) / s.block_size; ++b) {
+    if (sq.block_table[b] < 0 || sq.block_table[b] >= s.num_blocks) {
+      return absl::OutOfRangeError(
+          absl::StrCat("Attention: block ", sq.block_table[b], " outside the cache of ", s.num_blocks, " blocks"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One AddLora segment: B has A's rank, a weight per row, and x and y hold its rows.
+inline absl::Status CheckLoraSegment(const Buffer& x, const Buffer& y, const LoraSegment& seg) {
+  const Weight& a = *seg.a;
+  const Weight& b = *seg.b;
+  if (b.rows != a.rows) {
+    return absl::InvalidArgumentError(absl::StrCat("AddLora: b is [", b.rows, ", ", b.cols, "] for rank ", a.rows));
+  }
+  if (seg.row_weights.size() != seg.rows.size()) {
+    return absl::InvalidArgumentError("AddLora: a segment has a row weight per row");
+  }
+  for (int32_t row : seg.rows) {
+    const size_t r = static_cast<size_t>(row);  // a negative row fails the size checks
+    if (absl::Status st = CheckSize(x, (r + 1) * a.cols, "AddLora input"); !st.ok()) return st;
+    if (absl::Status st = CheckSize(y, (r + 1) * b.cols, "AddLora output"); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
 // SampleTokens' arguments: logits for every row, an id slot per row, penalty tokens in the vocabulary.
 inline absl::Status CheckSampleTokens(const Buffer& logits, int vocab, std::span<const SampleRow> rows,
                                       std::span<const int32_t> ids) {

@@ -210,19 +210,7 @@ absl::Status CpuDevice::Attention(const Buffer& q, const KvCache& cache, int lay
   const auto& s = cache.spec;
   std::vector<AttentionSeq> short_seqs;
   for (const auto& sq : seqs) {
-    if (sq.context_len > static_cast<int64_t>(sq.block_table.size()) * s.block_size || sq.q_len > sq.context_len) {
-      return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
-    }
-    const size_t q_dim = static_cast<size_t>(p.num_heads) * p.head_dim;
-    const size_t rows_end = static_cast<size_t>(sq.q_begin) + sq.q_len;
-    if (auto st = CheckSize(q, rows_end * q_dim, "Attention q"); !st.ok()) return st;
-    if (auto st = CheckSize(out, rows_end * q_dim, "Attention out"); !st.ok()) return st;
-    for (int32_t b = 0; b < (sq.context_len + s.block_size - 1) / s.block_size; ++b) {
-      if (sq.block_table[b] < 0 || sq.block_table[b] >= s.num_blocks) {
-        return absl::OutOfRangeError(absl::StrCat("Attention: block ", sq.block_table[b], " outside the cache of ",
-                                                  s.num_blocks, " blocks"));
-      }
-    }
+    if (auto st = CheckAttentionSeq(q, out, s, sq, p); !st.ok()) return st;
     if (!batch_invariant_ && sq.q_len >= kGemmAttentionMinRows) {
       AttentionGemm(q, cache, layer, sq, p, out);
     } else {
@@ -332,21 +320,11 @@ absl::Status CpuDevice::AddLora(const Buffer& x, std::span<const LoraSegment> se
     const Weight& a = *seg.a;
     const Weight& b = *seg.b;
     const int64_t rank = a.rows, in = a.cols, out = b.cols;
-    if (b.rows != rank) {
-      return absl::InvalidArgumentError(absl::StrCat("AddLora: b is [", b.rows, ", ", out, "] for rank ", rank));
-    }
-    if (seg.row_weights.size() != seg.rows.size()) {
-      return absl::InvalidArgumentError("AddLora: a segment has a row weight per row");
-    }
+    if (auto s = CheckLoraSegment(x, y, seg); !s.ok()) return s;
     const int n = static_cast<int>(seg.rows.size());
     if (n == 0) continue;
     lora_y_rows_.resize(n);
-    for (int i = 0; i < n; ++i) {
-      const size_t r = static_cast<size_t>(seg.rows[i]);
-      if (auto s = CheckSize(x, (r + 1) * in, "AddLora input"); !s.ok()) return s;
-      if (auto s = CheckSize(y, (r + 1) * out, "AddLora output"); !s.ok()) return s;
-      lora_y_rows_[i] = y.data + r * out;
-    }
+    for (int i = 0; i < n; ++i) lora_y_rows_[i] = y.data + static_cast<size_t>(seg.rows[i]) * out;
     // Shrink: gather the adapter's rows so A is streamed once for all of them, t = A x.
     lora_x_.resize(static_cast<size_t>(n) * in);
     lora_t_.resize(static_cast<size_t>(n) * rank);

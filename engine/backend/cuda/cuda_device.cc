@@ -286,25 +286,14 @@ absl::Status CudaDevice::Attention(const Buffer& q, const KvCache& cache, int la
   if (layer < 0 || layer >= s.num_layers) {
     return absl::OutOfRangeError(absl::StrCat("Attention: layer ", layer, " of ", s.num_layers));
   }
-  const size_t q_dim = static_cast<size_t>(p.num_heads) * p.head_dim;
   attn_rows_.clear();
   attn_tables_.clear();
   std::vector<std::pair<const AttentionSeq*, int32_t>> prefill;  // sequence, its table offset
   for (const auto& sq : seqs) {
-    if (sq.context_len > static_cast<int64_t>(sq.block_table.size()) * s.block_size || sq.q_len > sq.context_len) {
-      return absl::InvalidArgumentError("Attention: context longer than the sequence's block table");
-    }
-    BS_RETURN_IF_ERROR(CheckSize(q, (static_cast<size_t>(sq.q_begin) + sq.q_len) * q_dim, "Attention q"));
-    BS_RETURN_IF_ERROR(CheckSize(out, (static_cast<size_t>(sq.q_begin) + sq.q_len) * q_dim, "Attention out"));
+    BS_RETURN_IF_ERROR(CheckAttentionSeq(q, out, s, sq, p));
     const int32_t table_offset = static_cast<int32_t>(attn_tables_.size());
     const int32_t used_blocks = (sq.context_len + s.block_size - 1) / s.block_size;
-    for (int32_t b = 0; b < used_blocks; ++b) {
-      if (sq.block_table[b] < 0 || sq.block_table[b] >= s.num_blocks) {
-        return absl::OutOfRangeError(absl::StrCat("Attention: block ", sq.block_table[b], " outside the cache of ",
-                                                  s.num_blocks, " blocks"));
-      }
-      attn_tables_.push_back(sq.block_table[b]);
-    }
+    attn_tables_.insert(attn_tables_.end(), sq.block_table.begin(), sq.block_table.begin() + used_blocks);
     if (!batch_invariant_ && sq.q_len >= kPrefillKernelMinRows) {
       prefill.emplace_back(&sq, table_offset);
       continue;

@@ -37,14 +37,9 @@ absl::Status CudaDevice::AddLora(const Buffer& x, std::span<const LoraSegment> s
     const Weight& a = *seg.a;
     const Weight& b = *seg.b;
     const int64_t rank = a.rows;
-    if (b.rows != rank) {
-      return absl::InvalidArgumentError(absl::StrCat("AddLora: b is [", b.rows, ", ", b.cols, "] for rank ", rank));
-    }
+    BS_RETURN_IF_ERROR(CheckLoraSegment(x, y, seg));
     if ((in >= 0 && a.cols != in) || (out >= 0 && b.cols != out)) {
       return absl::InvalidArgumentError("AddLora: the segments of one call differ in input or output width");
-    }
-    if (seg.row_weights.size() != seg.rows.size()) {
-      return absl::InvalidArgumentError("AddLora: a segment has a row weight per row");
     }
     in = a.cols;
     out = b.cols;
@@ -55,8 +50,6 @@ absl::Status CudaDevice::AddLora(const Buffer& x, std::span<const LoraSegment> s
                           static_cast<int32_t>(lora_rows_.size()), count, t_floats, seg.scale});
     for (int32_t i = 0; i < count; ++i) {
       const int32_t r = seg.rows[i];
-      BS_RETURN_IF_ERROR(CheckSize(x, (static_cast<size_t>(r) + 1) * in, "AddLora input"));
-      BS_RETURN_IF_ERROR(CheckSize(y, (static_cast<size_t>(r) + 1) * out, "AddLora output"));
       lora_rows_.push_back(r);
       lora_row_weights_.push_back(seg.row_weights[i]);
       lora_by_row_.push_back({r, {segment, t_floats + i * static_cast<int32_t>(rank)}});
