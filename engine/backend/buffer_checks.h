@@ -1,8 +1,10 @@
 // Argument checks every backend makes the same way, so a bad call reads the same on any device.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <span>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -51,6 +53,37 @@ inline absl::Status CheckLoraSegment(const Buffer& x, const Buffer& y, const Lor
     const size_t r = static_cast<size_t>(row);  // a negative row fails the size checks
     if (absl::Status st = CheckSize(x, (r + 1) * a.cols, "AddLora input"); !st.ok()) return st;
     if (absl::Status st = CheckSize(y, (r + 1) * b.cols, "AddLora output"); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+// SparseFfn: gate, up and down_t agree, neurons are in d_ff, output rows are in the buffers, and every
+// group row is an output row.
+inline absl::Status CheckSparseFfn(const Buffer& x, const Weight& gate, const Weight& up, const Weight& down_t,
+                                   std::span<const FfnNeuronGroup> groups, std::span<const int32_t> out_rows,
+                                   const Buffer& out) {
+  const int64_t H = gate.cols, I = gate.rows;
+  if (up.rows != I || up.cols != H || down_t.rows != I || down_t.cols != H) {
+    return absl::InvalidArgumentError(absl::StrCat("SparseFfn: gate [", I, ", ", H, "], up [", up.rows, ", ", up.cols,
+                                                   "] and down_t [", down_t.rows, ", ", down_t.cols, "] disagree"));
+  }
+  const size_t max_rows = std::min(x.size, out.size) / static_cast<size_t>(H);
+  std::vector<bool> is_out(max_rows, false);
+  for (int32_t r : out_rows) {
+    if (r < 0 || static_cast<size_t>(r) >= max_rows) {
+      return absl::OutOfRangeError(absl::StrCat("SparseFfn: output row ", r, " outside the buffers"));
+    }
+    is_out[r] = true;
+  }
+  for (const FfnNeuronGroup& g : groups) {
+    for (int32_t j : g.neurons) {
+      if (j < 0 || j >= I) return absl::OutOfRangeError(absl::StrCat("SparseFfn: neuron ", j, " outside [0, ", I, ")"));
+    }
+    for (int32_t r : g.rows) {
+      if (r < 0 || static_cast<size_t>(r) >= max_rows || !is_out[r]) {
+        return absl::InvalidArgumentError(absl::StrCat("SparseFfn: group row ", r, " is not an output row"));
+      }
+    }
   }
   return absl::OkStatus();
 }

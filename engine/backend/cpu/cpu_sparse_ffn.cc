@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "absl/strings/str_cat.h"
+#include "engine/backend/buffer_checks.h"
 #include "engine/backend/cpu/cpu_device.h"
 #include "engine/backend/cpu/cpu_kernels.h"
 
@@ -23,33 +23,16 @@ constexpr size_t kPartNeurons = 64;
 absl::Status CpuDevice::SparseFfn(const Buffer& x, const Weight& gate, const Weight& up, const Weight& down_t,
                                   std::span<const FfnNeuronGroup> groups, std::span<const int32_t> out_rows,
                                   Buffer& out) {
-  const int64_t H = gate.cols, I = gate.rows;
-  if (up.rows != I || up.cols != H || down_t.rows != I || down_t.cols != H) {
-    return absl::InvalidArgumentError(absl::StrCat("SparseFfn: gate [", I, ", ", H, "], up [", up.rows, ", ", up.cols,
-                                                   "] and down_t [", down_t.rows, ", ", down_t.cols, "] disagree"));
-  }
+  if (auto s = CheckSparseFfn(x, gate, up, down_t, groups, out_rows, out); !s.ok()) return s;
+  const int64_t H = gate.cols;
   const size_t max_rows = std::min(x.size, out.size) / static_cast<size_t>(H);
   std::vector<int32_t> out_index(max_rows, -1);  // batch row -> its place in out_rows
-  for (size_t i = 0; i < out_rows.size(); ++i) {
-    const int32_t r = out_rows[i];
-    if (r < 0 || static_cast<size_t>(r) >= max_rows) {
-      return absl::OutOfRangeError(absl::StrCat("SparseFfn: output row ", r, " outside the buffers"));
-    }
-    out_index[r] = static_cast<int32_t>(i);
-  }
+  for (size_t i = 0; i < out_rows.size(); ++i) out_index[out_rows[i]] = static_cast<int32_t>(i);
   // Parts, and for every output row the partials that sum to it, in part order.
   std::vector<FfnPart>& parts = ffn_parts_;
   parts.clear();
   size_t partial_floats = 0;
   for (const FfnNeuronGroup& g : groups) {
-    for (int32_t j : g.neurons) {
-      if (j < 0 || j >= I) return absl::OutOfRangeError(absl::StrCat("SparseFfn: neuron ", j, " outside [0, ", I, ")"));
-    }
-    for (int32_t r : g.rows) {
-      if (r < 0 || static_cast<size_t>(r) >= max_rows || out_index[r] < 0) {
-        return absl::InvalidArgumentError(absl::StrCat("SparseFfn: group row ", r, " is not an output row"));
-      }
-    }
     if (g.rows.empty()) continue;
     for (size_t j0 = 0; j0 < g.neurons.size(); j0 += kPartNeurons) {
       const size_t n = std::min(kPartNeurons, g.neurons.size() - j0);

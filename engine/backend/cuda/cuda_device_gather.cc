@@ -1,7 +1,6 @@
 // The ops that gather rows per request: LoRA segments, sparse-FFN neuron groups, sampling.
 #include <algorithm>
 
-#include "absl/strings/str_cat.h"
 #include "engine/backend/buffer_checks.h"
 #include "engine/backend/cuda/cuda_device.h"
 #include "engine/backend/cuda/cuda_status.h"
@@ -92,11 +91,11 @@ absl::Status CudaDevice::AddLora(const Buffer& x, std::span<const LoraSegment> s
 absl::Status CudaDevice::SparseFfn(const Buffer& x, const Weight& gate, const Weight& up, const Weight& down_t,
                                    std::span<const FfnNeuronGroup> groups, std::span<const int32_t> out_rows,
                                    Buffer& out) {
-  const int64_t hidden = gate.cols;
-  if (up.rows != gate.rows || up.cols != hidden || down_t.rows != gate.rows || down_t.cols != hidden ||
-      up.dtype != gate.dtype || down_t.dtype != gate.dtype) {
-    return absl::InvalidArgumentError("SparseFfn: gate, up and down_t must all be [d_ff, hidden] of one dtype");
+  BS_RETURN_IF_ERROR(CheckSparseFfn(x, gate, up, down_t, groups, out_rows, out));
+  if (up.dtype != gate.dtype || down_t.dtype != gate.dtype) {  // the kernels read all three alike
+    return absl::InvalidArgumentError("SparseFfn: gate, up and down_t must share one dtype");
   }
+  const int64_t hidden = gate.cols;
   ffn_groups_.clear();
   ffn_neurons_.clear();
   ffn_rows_.clear();
@@ -105,15 +104,7 @@ absl::Status CudaDevice::SparseFfn(const Buffer& x, const Weight& gate, const We
   int max_items = 0;
   for (const FfnNeuronGroup& g : groups) {
     const int32_t group = static_cast<int32_t>(ffn_groups_.size());
-    for (int32_t n : g.neurons) {
-      if (n < 0 || n >= gate.rows) {
-        return absl::OutOfRangeError(absl::StrCat("SparseFfn: neuron ", n, " outside d_ff ", gate.rows));
-      }
-    }
-    for (int32_t i = 0; i < static_cast<int32_t>(g.rows.size()); ++i) {
-      BS_RETURN_IF_ERROR(CheckSize(x, (static_cast<size_t>(g.rows[i]) + 1) * hidden, "SparseFfn input"));
-      ffn_by_row_.push_back({g.rows[i], {group, i}});
-    }
+    for (int32_t i = 0; i < static_cast<int32_t>(g.rows.size()); ++i) ffn_by_row_.push_back({g.rows[i], {group, i}});
     ffn_groups_.push_back({static_cast<int32_t>(ffn_neurons_.size()), static_cast<int32_t>(g.neurons.size()),
                            static_cast<int32_t>(ffn_rows_.size()), static_cast<int32_t>(g.rows.size()), act_floats});
     ffn_neurons_.insert(ffn_neurons_.end(), g.neurons.begin(), g.neurons.end());
@@ -127,7 +118,6 @@ absl::Status CudaDevice::SparseFfn(const Buffer& x, const Weight& gate, const We
   ffn_entry_begin_.assign(1, 0);
   ffn_entries_.clear();
   for (int32_t r : out_rows) {
-    BS_RETURN_IF_ERROR(CheckSize(out, (static_cast<size_t>(r) + 1) * hidden, "SparseFfn output"));
     auto it = std::lower_bound(ffn_by_row_.begin(), ffn_by_row_.end(), r,
                                [](const auto& e, int32_t row) { return e.first < row; });
     for (; it != ffn_by_row_.end() && it->first == r; ++it) ffn_entries_.push_back(it->second);
