@@ -176,8 +176,8 @@ class Device {
   //   out[r, :] = sum over the groups holding r, in order, of
   //               sum over the group's neurons j, in order, of silu(gate_j · x_r) (up_j · x_r) down_t[j, :]
   // gate and up are [d_ff, hidden]; down_t is down_proj transposed, [d_ff, hidden], so a neuron's
-  // output weights are one contiguous row. Rows not in `out_rows` are left as they are (a row of
-  // `out_rows` in no group gets zeros). A row's result depends only on its own groups, never on the
+  // output weights are one contiguous row. Every group row must be in `out_rows`; rows not in it
+  // are left as they are (a row of `out_rows` in no group gets zeros). A row's result depends only on its own groups, never on the
   // other rows of the batch.
   virtual absl::Status SparseFfn(const Buffer& x, const Weight& gate, const Weight& up, const Weight& down_t,
                                  std::span<const FfnNeuronGroup> groups, std::span<const int32_t> out_rows,
