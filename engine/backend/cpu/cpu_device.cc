@@ -238,32 +238,17 @@ void CpuDevice::AttentionRows(const Buffer& q, const KvCache& cache, int layer, 
     for (int i = 0; i < seqs[si].q_len; ++i) rows.push_back({static_cast<int32_t>(si), seqs[si].q_begin + i});
   }
   pool_.ParallelFor(rows.size() * p.num_kv_heads, 1, [&](size_t b, size_t e) {
-    std::vector<float> scores;  // group x (pos + 1)
+    thread_local std::vector<float> scores;  // group x (pos + 1)
     for (size_t it = b; it < e; ++it) {
       const Item& item = rows[it / p.num_kv_heads];
       const int kvh = static_cast<int>(it % p.num_kv_heads);
       const auto& sq = seqs[item.seq];
       const int pos = sq.context_len - sq.q_len + (item.row - sq.q_begin);  // causal: see [0, pos]
       const size_t n = static_cast<size_t>(pos) + 1;
-      const float* q0 = q.data + item.row * q_dim + static_cast<size_t>(kvh) * group * hd;
-      float* o0 = out.data + item.row * q_dim + static_cast<size_t>(kvh) * group * hd;
+      const size_t head0 = static_cast<size_t>(kvh) * group * hd;
       scores.resize(n * group);
-      // Positions [0, n) block by block: the slots of a block are contiguous in the cache.
-      auto for_each_position = [&](auto&& fn) {
-        for (size_t t0 = 0; t0 < n; t0 += s.block_size) {
-          const size_t slot0 = static_cast<size_t>(sq.block_table[t0 / s.block_size]) * s.block_size;
-          const size_t len = std::min<size_t>(s.block_size, n - t0);
-          for (size_t j = 0; j < len; ++j) fn(t0 + j, (slot0 + j) * kv_dim + kvh * hd);
-        }
-      };
-      for_each_position([&](size_t t, size_t offset) {
-        for (int g = 0; g < group; ++g) scores[g * n + t] = cpu::Dot(q0 + g * hd, k_base + offset, hd) * p.scale;
-      });
-      for (int g = 0; g < group; ++g) cpu::SoftmaxPrefix(scores.data() + g * n, n, n);
-      std::fill_n(o0, static_cast<size_t>(group) * hd, 0.0f);
-      for_each_position([&](size_t t, size_t offset) {
-        for (int g = 0; g < group; ++g) cpu::Axpy(scores[g * n + t], v_base + offset, o0 + g * hd, hd);
-      });
+      cpu::AttendKvHead(q.data + item.row * q_dim + head0, group, hd, p.scale, k_base + kvh * hd, v_base + kvh * hd,
+                        kv_dim, sq.block_table.data(), s.block_size, n, scores.data(), out.data + item.row * q_dim + head0);
     }
   });
 }

@@ -24,6 +24,21 @@ using DF = hn::ScalableTag<float>;
 // Highway 1.0 spells the horizontal sum SumOfLanes (broadcast to every lane).
 HWY_INLINE float ReduceSum(DF df, hn::Vec<DF> v) { return hn::GetLane(hn::SumOfLanes(df, v)); }
 
+HWY_INLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
+  size_t i = 0;
+  for (; i + 2 * N <= n; i += 2 * N) {
+    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
+    acc1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), acc1);
+  }
+  for (; i + N <= n; i += N) acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
+  float s = ReduceSum(df, hn::Add(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
 // Loads N weights of type T starting at p as floats.
 template <typename T>
 HWY_INLINE hn::Vec<DF> LoadAsF32(DF df, const T* HWY_RESTRICT p) {
@@ -196,30 +211,6 @@ void ConvertToF32(const void* src, DType dtype, size_t n, float* out) {
   }
 }
 
-float Dot(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n) {
-  const DF df;
-  const size_t N = hn::Lanes(df);
-  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
-  size_t i = 0;
-  for (; i + 2 * N <= n; i += 2 * N) {
-    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
-    acc1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), acc1);
-  }
-  for (; i + N <= n; i += N) acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
-  float s = ReduceSum(df, hn::Add(acc0, acc1));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-void Axpy(float a, const float* HWY_RESTRICT x, float* HWY_RESTRICT y, size_t n) {
-  const DF df;
-  const size_t N = hn::Lanes(df);
-  const auto va = hn::Set(df, a);
-  size_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, y + i);
-  for (; i < n; ++i) y[i] += a * x[i];
-}
-
 template <typename T>
 void AddRowsTimesMatrixT(const float* HWY_RESTRICT t, int rows, int64_t k, const T* HWY_RESTRICT w, int64_t n,
                          const int32_t* ids, int64_t o_begin, int64_t o_end, float* const* y, bool accumulate) {
@@ -325,6 +316,63 @@ void SoftmaxPrefix(float* HWY_RESTRICT x, size_t n, size_t valid) {
   for (i = valid; i < n; ++i) x[i] = 0.0f;
 }
 
+// out[0..hd) += p_t * V row t over the positions, four vectors of columns at a time held in
+// registers; each element still adds its terms in position order (as an axpy per position would).
+template <typename ForEachPosition>
+HWY_INLINE void WeightedSumOfRows(const float* HWY_RESTRICT p, const float* v, size_t hd,
+                                  ForEachPosition&& for_each_position, float* HWY_RESTRICT out) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  size_t c = 0;
+  for (; c + 4 * N <= hd; c += 4 * N) {
+    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    for_each_position([&](size_t t, size_t offset) {
+      const float* vr = v + offset + c;
+      const auto pt = hn::Set(df, p[t]);
+      a0 = hn::MulAdd(pt, hn::LoadU(df, vr), a0);
+      a1 = hn::MulAdd(pt, hn::LoadU(df, vr + N), a1);
+      a2 = hn::MulAdd(pt, hn::LoadU(df, vr + 2 * N), a2);
+      a3 = hn::MulAdd(pt, hn::LoadU(df, vr + 3 * N), a3);
+    });
+    hn::StoreU(a0, df, out + c);
+    hn::StoreU(a1, df, out + c + N);
+    hn::StoreU(a2, df, out + c + 2 * N);
+    hn::StoreU(a3, df, out + c + 3 * N);
+  }
+  for (; c + N <= hd; c += N) {
+    auto a0 = hn::Zero(df);
+    for_each_position([&](size_t t, size_t offset) { a0 = hn::MulAdd(hn::Set(df, p[t]), hn::LoadU(df, v + offset + c), a0); });
+    hn::StoreU(a0, df, out + c);
+  }
+  for (; c < hd; ++c) {
+    float acc = 0.0f;
+    for_each_position([&](size_t t, size_t offset) { acc += p[t] * v[offset + c]; });
+    out[c] = acc;
+  }
+}
+
+void AttendKvHead(const float* HWY_RESTRICT q, int group, int head_dim, float scale, const float* k, const float* v,
+                  size_t kv_stride, const int32_t* block_table, int block_size, size_t n, float* HWY_RESTRICT scores,
+                  float* HWY_RESTRICT out) {
+  const size_t hd = static_cast<size_t>(head_dim);
+  const size_t bs = static_cast<size_t>(block_size);
+  // Positions [0, n) block by block: the slots of a block are contiguous in the cache.
+  auto for_each_position = [&](auto&& fn) {
+    for (size_t t0 = 0; t0 < n; t0 += bs) {
+      const size_t slot0 = static_cast<size_t>(block_table[t0 / bs]) * bs;
+      const size_t len = std::min(bs, n - t0);
+      for (size_t j = 0; j < len; ++j) fn(t0 + j, (slot0 + j) * kv_stride);
+    }
+  };
+  for_each_position([&](size_t t, size_t offset) {
+    for (int g = 0; g < group; ++g) scores[g * n + t] = DotF32(q + g * hd, k + offset, hd) * scale;
+  });
+  for (int g = 0; g < group; ++g) {
+    SoftmaxPrefix(scores + g * n, n, n);
+    WeightedSumOfRows(scores + g * n, v, hd, for_each_position, out + g * hd);
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace brickserve::cpu
 HWY_AFTER_NAMESPACE();
@@ -334,8 +382,7 @@ namespace brickserve::cpu {
 
 HWY_EXPORT(MatVecRows);
 HWY_EXPORT(ConvertToF32);
-HWY_EXPORT(Dot);
-HWY_EXPORT(Axpy);
+HWY_EXPORT(AttendKvHead);
 HWY_EXPORT(RowsTimesGatheredRows);
 HWY_EXPORT(MatVecGathered);
 HWY_EXPORT(SiluMul);
@@ -348,8 +395,10 @@ void MatVecRows(const float* x, int rows, int64_t in, const void* w, DType w_dty
 void ConvertToF32(const void* src, DType dtype, size_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(ConvertToF32)(src, dtype, n, out);
 }
-float Dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATCH(Dot)(a, b, n); }
-void Axpy(float a, const float* x, float* y, size_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, x, y, n); }
+void AttendKvHead(const float* q, int group, int head_dim, float scale, const float* k, const float* v,
+                  size_t kv_stride, const int32_t* block_table, int block_size, size_t n, float* scores, float* out) {
+  HWY_DYNAMIC_DISPATCH(AttendKvHead)(q, group, head_dim, scale, k, v, kv_stride, block_table, block_size, n, scores, out);
+}
 void AddRowsTimesMatrix(const float* t, int rows, int64_t k, const void* w, DType w_dtype, int64_t n,
                         int64_t o_begin, int64_t o_end, float* const* y) {
   HWY_DYNAMIC_DISPATCH(RowsTimesGatheredRows)(t, rows, k, w, w_dtype, n, nullptr, o_begin, o_end, y, true);

@@ -32,9 +32,13 @@ void RowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, D
 // out[i] = float(src[i]) for F32/F16/BF16 `src`.
 void ConvertToF32(const void* src, DType dtype, size_t n, float* out);
 
-float Dot(const float* a, const float* b, size_t n);
-// y[i] += a * x[i]
-void Axpy(float a, const float* x, float* y, size_t n);
+// One query row's attention for the `group` query heads that share one KV head (GQA): positions
+// [0, n), whose K and V rows start at k/v + slot * kv_stride, slot = block_table[t / block_size] *
+// block_size + t % block_size. q and out hold `group` heads of `head_dim` floats back to back;
+// `scores` is scratch for group * n floats. One call per (row, KV head): the per-position work stays
+// inside one dispatched kernel (a call per dot product cost more than the arithmetic at head_dim 64).
+void AttendKvHead(const float* q, int group, int head_dim, float scale, const float* k, const float* v,
+                  size_t kv_stride, const int32_t* block_table, int block_size, size_t n, float* scores, float* out);
 
 // out[i] = silu(gate[i]) * up[i]   (out may alias gate)
 void SiluMul(const float* gate, const float* up, size_t n, float* out);
