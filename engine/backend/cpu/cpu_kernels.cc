@@ -24,6 +24,7 @@ using DF = hn::ScalableTag<float>;
 // Highway 1.0 spells the horizontal sum SumOfLanes (broadcast to every lane).
 HWY_INLINE float ReduceSum(DF df, hn::Vec<DF> v) { return hn::GetLane(hn::SumOfLanes(df, v)); }
 
+// dot(a, b) over n floats: two accumulators, then the tail.
 HWY_INLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n) {
   const DF df;
   const size_t N = hn::Lanes(df);
@@ -129,8 +130,8 @@ template <int RX, typename T>
 HWY_INLINE void DotRowsGroup(const float* const* HWY_RESTRICT x, int64_t in, const T* HWY_RESTRICT w,
                              const int32_t* ids, int64_t o0, int64_t o1, float* HWY_RESTRICT y, int64_t y_stride) {
   // Decode (one x row) is memory bound. F32: four weight rows per pass give enough independent
-  // sums. 16-bit weights: one row at a time, one sequential stream; with four interleaved rows
-  // BF16 decode ran at half the speed (measured, engine_bench: 24-33 vs 42-48 tok/s).
+  // sums. F16 (BF16 has MatVecBF16): one row at a time, one sequential stream; with four
+  // interleaved rows BF16 decode ran at half the speed here (engine_bench: 24-33 vs 42-48 tok/s).
   constexpr int RW = RX > 1 ? kRowsTileW : (sizeof(T) == 4 ? 4 : 1);
   int64_t o = o0;
   for (; o + RW <= o1; o += RW) {
@@ -170,7 +171,8 @@ void MatVecT(const float* const* HWY_RESTRICT x, int rows, int64_t in, const T* 
 // --- BF16 weights: even and odd halves --------------------------------------------------------
 // A bfloat16 is the top half of a float. Read as N 32-bit lanes, 2N BF16 weights give the
 // even-indexed weights as floats by a shift and the odd-indexed ones by a mask: two plain ALU ops
-// instead of a widening shuffle per N weights (single-thread decode read 9.5 -> 12.5 GB/s on AVX2).
+// instead of a widening shuffle per N weights (AVX2, one thread: a standalone loop read 9.5 -> 12.5
+// GB/s, the engine's products 10.6 -> 11.5).
 // So each (x row, weight row) pair sums its even and its odd products in two accumulators, and x
 // rows are permuted to match once per call: over the full blocks of 2N, all even elements, then all
 // odd ones. The one-row kernel and the multi-row tiles keep that order: results stay batch invariant.
@@ -465,8 +467,8 @@ void SoftmaxPrefix(float* HWY_RESTRICT x, size_t n, size_t valid) {
   for (i = valid; i < n; ++i) x[i] = 0.0f;
 }
 
-// out[0..hd) += p_t * V row t over the positions, four vectors of columns at a time held in
-// registers; each element still adds its terms in position order (as an axpy per position would).
+// out[0..hd) = sum over the positions of p_t * V row t, four vectors of columns at a time held in
+// registers; each element adds its terms in position order (as an axpy per position would).
 template <typename ForEachPosition>
 HWY_INLINE void WeightedSumOfRows(const float* HWY_RESTRICT p, const float* v, size_t hd,
                                   ForEachPosition&& for_each_position, float* HWY_RESTRICT out) {
