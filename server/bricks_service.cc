@@ -31,6 +31,41 @@ v1::BrickInfo::Kind ToProto(BrickKind kind) {
 
 }  // namespace
 
+BrickLoadWorkers::BrickLoadWorkers(int threads) {
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+}
+
+BrickLoadWorkers::~BrickLoadWorkers() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (std::thread& t : threads_) t.join();
+}
+
+void BrickLoadWorkers::Submit(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(task));
+  }
+  cv_.notify_one();
+}
+
+void BrickLoadWorkers::Run() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    task();
+  }
+}
+
 void FillBrickInfo(const BrickStatus& s, v1::BrickInfo* out) {
   out->set_name(s.name);
   out->set_kind(ToProto(s.kind));
@@ -99,10 +134,22 @@ grpc::ServerUnaryReactor* BricksService::LoadBrick(grpc::CallbackServerContext* 
                                "path = \"", request->path(), "\" must be an absolute path on the server"))));
   }
   if (absl::Status s = CheckRoots(request->path()); !s.ok()) return Finish(context, ToGrpcStatus(s));
-  auto loaded = registry_->Load(request->name(), request->path(), request->sha256());
-  if (!loaded.ok()) return Finish(context, ToGrpcStatus(loaded.status()));
-  FillBrickInfo(*loaded, response);
-  return Finish(context, grpc::Status::OK);
+  // The request and response live until the reactor finishes, whichever thread finishes it.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  load_workers_.Submit([this, context, reactor, request, response] {
+    if (context->IsCancelled()) {  // the caller gave up while the load was queued
+      reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "LoadBrick cancelled before the load started"));
+      return;
+    }
+    auto loaded = registry_->Load(request->name(), request->path(), request->sha256());
+    if (!loaded.ok()) {
+      reactor->Finish(ToGrpcStatus(loaded.status()));
+      return;
+    }
+    FillBrickInfo(*loaded, response);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* BricksService::UnloadBrick(grpc::CallbackServerContext* context,

@@ -2,13 +2,40 @@
 // does the work; this maps it to the API). Calls may be guarded by an admin token.
 #pragma once
 
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "brickserve/v1/bricks.grpc.pb.h"
 #include "bricks/registry.h"
 
 namespace brickserve {
+
+// Runs brick loads off gRPC's threads. A load reads and hashes files (seconds for a large adapter,
+// forever on a hung mount), and gRPC runs every callback of the server on a few shared threads
+// (two on a 2-core machine): two loads there stalled every other call, generation included.
+class BrickLoadWorkers {
+ public:
+  explicit BrickLoadWorkers(int threads);
+  ~BrickLoadWorkers();  // runs what is queued, then joins
+  BrickLoadWorkers(const BrickLoadWorkers&) = delete;
+  BrickLoadWorkers& operator=(const BrickLoadWorkers&) = delete;
+
+  void Submit(std::function<void()> task);
+
+ private:
+  void Run();
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
 
 class BricksService final : public v1::Bricks::CallbackService {
  public:
@@ -17,8 +44,8 @@ class BricksService final : public v1::Bricks::CallbackService {
   BricksService(BrickRegistry* registry, std::string admin_token, std::vector<std::string> roots = {})
       : registry_(registry), admin_token_(std::move(admin_token)), roots_(std::move(roots)) {}
 
-  // Loading reads and hashes the brick on the calling gRPC thread: admin calls are rare, and
-  // generation runs on the engine's own thread meanwhile.
+  // Checks the call on the gRPC thread, then loads on a BrickLoadWorkers thread (two; more loads
+  // queue) and finishes the call from there.
   grpc::ServerUnaryReactor* LoadBrick(grpc::CallbackServerContext* context, const v1::LoadBrickRequest* request,
                                       v1::BrickInfo* response) override;
   grpc::ServerUnaryReactor* UnloadBrick(grpc::CallbackServerContext* context, const v1::UnloadBrickRequest* request,
@@ -38,6 +65,7 @@ class BricksService final : public v1::Bricks::CallbackService {
   BrickRegistry* const registry_;
   const std::string admin_token_;
   const std::vector<std::string> roots_;
+  BrickLoadWorkers load_workers_{2};
 };
 
 // Fills the API's view of a brick.

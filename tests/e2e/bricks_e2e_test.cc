@@ -3,6 +3,10 @@
 // (BRICKSERVE_HOTPLUG_SECONDS) while a brick is loaded, updated and unloaded in a loop; every stream
 // completes with the output of the brick version it started with. CI also runs this test against
 // an AddressSanitizer build of the server (BRICKSERVE_E2E_BINARY), whose exit code reports leaks.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
@@ -169,6 +173,59 @@ TEST_F(BricksE2E, BadBricksAreRefusedAndHarmNothing) {
   ASSERT_TRUE(infer_->Generate(Context().get(), Request({1, 9, 8, 7}, {"start"}), &after).ok());
   EXPECT_EQ(Ids(after), Ids(before));
   EXPECT_EQ(after.usage().bricks(0).version(), before.usage().bricks(0).version());
+}
+
+// A load whose file never arrives (a FIFO with no writer: the read blocks, as on a hung network
+// mount) holds only itself: more of them than gRPC has callback threads, and generation, listing
+// and other calls still answer. When the writers come, the stuck loads fail with an error.
+TEST_F(BricksE2E, StuckLoadsBlockNoOtherCall) {
+  constexpr int kStuck = 4;
+  std::vector<std::string> fifos;
+  std::vector<std::thread> loads;
+  std::vector<grpc::Status> statuses(kStuck);
+  std::atomic<int> done{0};
+  for (int i = 0; i < kStuck; ++i) {
+    const std::string dir = golden_.dir + "/adapters/stuck_" + std::to_string(getpid()) + "_" + std::to_string(i);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::filesystem::copy_file(golden_.adapter_dir("a_r8_qv") + "/adapter_config.json", dir + "/adapter_config.json");
+    fifos.push_back(dir + "/adapter_model.safetensors");
+    ASSERT_EQ(mkfifo(fifos.back().c_str(), 0600), 0) << fifos.back();
+    loads.emplace_back([this, i, dir, &statuses, &done] {
+      v1::BrickInfo info;
+      statuses[i] = Load("stuck" + std::to_string(i), dir, &info);
+      ++done;
+    });
+  }
+  std::this_thread::sleep_for(500ms);  // the loads are now blocked reading their FIFOs
+  auto context = Context();
+  context->set_deadline(std::chrono::system_clock::now() + 60s);
+  v1::GenerateResponse out;
+  const grpc::Status gen = infer_->Generate(context.get(), Request({1, 9, 8, 7}, {"start"}), &out);
+  EXPECT_TRUE(gen.ok()) << gen.error_message();
+  EXPECT_EQ(out.tokens_size(), 16);
+  v1::ListBricksResponse list;
+  auto admin = Admin();
+  admin->set_deadline(std::chrono::system_clock::now() + 30s);
+  EXPECT_TRUE(bricks_->ListBricks(admin.get(), v1::ListBricksRequest(), &list).ok());
+  // Unblock each load whenever it opens its FIFO (a queued load opens it later, and a load opens the
+  // file more than once) by opening and closing the other end: the load reads an empty file and
+  // fails. Non-blocking opens, so a load that never starts fails the test instead of hanging it.
+  const auto give_up = std::chrono::steady_clock::now() + 60s;
+  while (done < kStuck && std::chrono::steady_clock::now() < give_up) {
+    for (const std::string& fifo : fifos) {
+      const int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+      if (fd >= 0) close(fd);  // else ENXIO: no reader now
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(done.load(), kStuck) << "loads still stuck 60 s after their files were offered";
+  for (auto& t : loads) t.join();
+  for (int i = 0; i < kStuck; ++i) {
+    EXPECT_FALSE(statuses[i].ok()) << "stuck load " << i;
+    EXPECT_NE(statuses[i].error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << statuses[i].error_message();
+    std::filesystem::remove_all(std::filesystem::path(fifos[i]).parent_path());
+  }
 }
 
 TEST_F(BricksE2E, AdminCallsNeedTheToken) {
