@@ -6,47 +6,13 @@
 
 #include "engine/backend/cpu/cpu_device.h"
 #include "gtest/gtest.h"
-#include "half_floats.h"
+#include "random_host_data.h"
 
 namespace brickserve {
 namespace {
 
-using testing::FromBF16;
-using testing::FromF16;
-using testing::ToBF16;
-using testing::ToF16;
-
-struct RandomMatrix {
-  DType dtype;
-  int64_t rows, cols;
-  std::vector<uint16_t> half;
-  std::vector<float> f32;
-  std::vector<double> exact;  // the values the kernel must see, widened exactly
-
-  RandomMatrix(DType t, int64_t r, int64_t c, std::mt19937& rng) : dtype(t), rows(r), cols(c) {
-    std::normal_distribution<float> d(0.0f, 1.0f);
-    for (int64_t i = 0; i < r * c; ++i) {
-      const float v = d(rng);
-      if (t == DType::kF32) {
-        f32.push_back(v);
-        exact.push_back(v);
-      } else {
-        half.push_back(t == DType::kBF16 ? ToBF16(v) : ToF16(v));
-        exact.push_back(t == DType::kBF16 ? FromBF16(half.back()) : FromF16(half.back()));
-      }
-    }
-  }
-  HostTensor tensor() const {
-    return {dtype, {rows, cols}, dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : half.data(), nullptr};
-  }
-};
-
-std::vector<float> RandomVector(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing::RandomMatrix;
+using testing::RandomVector;
 
 // Both kernel families: batch-invariant (row-wise kernels only) and not (SGEMM above 8 rows).
 class CpuDeviceModes : public ::testing::TestWithParam<bool> {};

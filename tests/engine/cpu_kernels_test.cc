@@ -9,16 +9,14 @@
 
 #include "engine/backend/cpu/cpu_kernels.h"
 #include "gtest/gtest.h"
-#include "half_floats.h"
 #include "hwy/targets.h"
+#include "random_host_data.h"
 
 namespace brickserve {
 namespace {
 
-using testing::FromBF16;
-using testing::FromF16;
-using testing::ToBF16;
-using testing::ToF16;
+using testing::RandomMatrix;
+using testing::RandomVector;
 
 constexpr double kRelTol = 1e-5;
 
@@ -33,38 +31,8 @@ void ForEachTarget(Fn&& fn) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
-struct Matrix {
-  DType dtype;
-  int64_t rows, cols;
-  std::vector<float> f32;
-  std::vector<uint16_t> half;
-  std::vector<double> exact;  // what the kernel must see, widened exactly
-
-  Matrix(DType t, int64_t r, int64_t c, std::mt19937& rng) : dtype(t), rows(r), cols(c) {
-    std::normal_distribution<float> d(0.0f, 1.0f);
-    for (int64_t i = 0; i < r * c; ++i) {
-      const float v = d(rng);
-      if (t == DType::kF32) {
-        f32.push_back(v);
-        exact.push_back(v);
-      } else {
-        half.push_back(t == DType::kBF16 ? ToBF16(v) : ToF16(v));
-        exact.push_back(t == DType::kBF16 ? FromBF16(half.back()) : FromF16(half.back()));
-      }
-    }
-  }
-  const void* data() const { return dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : half.data(); }
-};
-
-std::vector<float> RandomVector(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
 // |got - dot| <= kRelTol * sum |terms| for x row r against weight row o.
-void ExpectDot(float got, const float* x, const Matrix& w, int64_t o, const std::string& where) {
+void ExpectDot(float got, const float* x, const RandomMatrix& w, int64_t o, const std::string& where) {
   double dot = 0, mag = 0;
   for (int64_t k = 0; k < w.cols; ++k) {
     const double t = w.exact[o * w.cols + k] * x[k];
@@ -80,7 +48,7 @@ TEST(CpuKernels, MatVecRowsMatchesReferenceAndIsBatchInvariantOnEveryTarget) {
     for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
       for (int64_t in : {1, 7, 16, 33, 72, 1031}) {
         const int64_t out = 37;
-        const Matrix w(t, out, in, rng);
+        const RandomMatrix w(t, out, in, rng);
         for (int rows : {1, 2, 3, 5, 9}) {
           const std::string where = std::string(DTypeName(t)) + " in " + std::to_string(in) + " rows " +
                                     std::to_string(rows);
@@ -106,7 +74,7 @@ TEST(CpuKernels, MatVecGatheredMatchesReferenceOnEveryTarget) {
   ForEachTarget([&] {
     for (DType t : {DType::kF32, DType::kBF16}) {
       const int64_t in = 72, total = 50;
-      const Matrix w(t, total, in, rng);
+      const RandomMatrix w(t, total, in, rng);
       const std::vector<int32_t> ids = {49, 3, 3, 17, 0, 28, 41, 9, 33, 12, 48};
       const int n = static_cast<int>(ids.size());
       for (int rows : {1, 6}) {

@@ -32,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend/device.h"
 #include "half_floats.h"
+#include "random_host_data.h"
 #include "gtest/gtest.h"
 
 #define CONF_CONCAT_INNER(a, b) a##b
@@ -114,12 +115,7 @@ inline HostWeight MakeWeight(DType dtype, std::vector<int64_t> shape, std::span<
   return w;
 }
 
-inline std::vector<float> RandomVector(size_t n, std::mt19937& rng, float stddev = 1.0f, float mean = 0.0f) {
-  std::normal_distribution<float> d(mean, stddev);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing::RandomVector;
 
 inline HostWeight RandomWeight(DType dtype, std::vector<int64_t> shape, std::mt19937& rng, float stddev,
                                float mean = 0.0f) {
