@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "engine/backend/cpu/cpu_kernels.h"
@@ -120,6 +121,18 @@ constexpr int kRowsTileW = 6;
 constexpr int kRowsTileW = 3;
 #endif
 
+// fn(std::integral_constant<int, RX>()) for a group of n x rows, n in 1..4: the tile shapes are
+// compile-time.
+template <typename Fn>
+HWY_INLINE void WithRowGroup(int n, Fn&& fn) {
+  switch (n) {
+    case 1: return fn(std::integral_constant<int, 1>());
+    case 2: return fn(std::integral_constant<int, 2>());
+    case 3: return fn(std::integral_constant<int, 3>());
+    default: return fn(std::integral_constant<int, 4>());
+  }
+}
+
 // Weight row o of the tile: row o of a dense matrix, or row ids[o] of a gathered product.
 template <typename T>
 HWY_INLINE const T* WeightRow(const T* w, int64_t in, const int32_t* ids, int64_t o) {
@@ -158,12 +171,9 @@ void MatVecT(const float* const* HWY_RESTRICT x, int rows, int64_t in, const T* 
     for (int r0 = 0; r0 < rows; r0 += 4) {
       const float* const* xr = x + r0;
       float* yr = y + r0 * y_stride;
-      switch (std::min(4, rows - r0)) {
-        case 1: DotRowsGroup<1>(xr, in, w, ids, t0, t1, yr, y_stride); break;
-        case 2: DotRowsGroup<2>(xr, in, w, ids, t0, t1, yr, y_stride); break;
-        case 3: DotRowsGroup<3>(xr, in, w, ids, t0, t1, yr, y_stride); break;
-        default: DotRowsGroup<4>(xr, in, w, ids, t0, t1, yr, y_stride); break;
-      }
+      WithRowGroup(std::min(4, rows - r0), [&](auto rx) {
+        DotRowsGroup<decltype(rx)::value>(xr, in, w, ids, t0, t1, yr, y_stride);
+      });
     }
   }
 }
@@ -308,12 +318,10 @@ void MatVecBF16(const float* const* HWY_RESTRICT x, int rows, int64_t in, const 
       const float* const* xr = x + r0;
       const float* xpr = xp.data() + r0 * blocks_len;
       float* yr = y + r0 * y_stride + t0;
-      switch (std::min(4, rows - r0)) {
-        case 1: DotRowsGroupEvenOdd<1>(xr, xpr, in, blocks_len, wf.data(), w_ld, wrows.data(), n, yr, y_stride); break;
-        case 2: DotRowsGroupEvenOdd<2>(xr, xpr, in, blocks_len, wf.data(), w_ld, wrows.data(), n, yr, y_stride); break;
-        case 3: DotRowsGroupEvenOdd<3>(xr, xpr, in, blocks_len, wf.data(), w_ld, wrows.data(), n, yr, y_stride); break;
-        default: DotRowsGroupEvenOdd<4>(xr, xpr, in, blocks_len, wf.data(), w_ld, wrows.data(), n, yr, y_stride); break;
-      }
+      WithRowGroup(std::min(4, rows - r0), [&](auto rx) {
+        DotRowsGroupEvenOdd<decltype(rx)::value>(xr, xpr, in, blocks_len, wf.data(), w_ld, wrows.data(), n, yr,
+                                                 y_stride);
+      });
     }
   }
 }
