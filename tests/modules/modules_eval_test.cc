@@ -131,6 +131,9 @@ class GoldenModules : public ::testing::Test {
     engine_ = e->release();
     std::ifstream in(kModulesGolden + "/modules_reference.json");
     const auto ref = nlohmann::json::parse(in);
+    prompt_ = {ref["prompt"].get<std::vector<int32_t>>()};
+    prompt_ppl_ = ref["prompt_ppl"].get<double>();
+    layer_off_prompt_ppl_ = ref["layer_off_prompt_ppl"].get<std::vector<double>>();
     // Two "domains" of random tokens, in chunks of 12 after BOS.
     std::mt19937 gen(ref["seed"].get<uint64_t>() & 0xffffffffu);
     std::uniform_int_distribution<int32_t> token(3, engine_->config().vocab_size - 1);
@@ -144,6 +147,8 @@ class GoldenModules : public ::testing::Test {
     delete engine_;
     engine_ = nullptr;
     domains_.clear();
+    prompt_.clear();
+    layer_off_prompt_ppl_.clear();
   }
   void SetUp() override {
     if (engine_ == nullptr) {
@@ -153,9 +158,17 @@ class GoldenModules : public ::testing::Test {
   }
   static Engine* engine_;
   static std::vector<EvalDomain> domains_;
+  // The reference's prompt as one chunk, and its float64 perplexity dense and with each layer's
+  // modules disabled (the generator redraws until each of those moves it by > 1e-3).
+  static TokenChunks prompt_;
+  static double prompt_ppl_;
+  static std::vector<double> layer_off_prompt_ppl_;
 };
 Engine* GoldenModules::engine_ = nullptr;
 std::vector<EvalDomain> GoldenModules::domains_;
+TokenChunks GoldenModules::prompt_;
+double GoldenModules::prompt_ppl_ = 0;
+std::vector<double> GoldenModules::layer_off_prompt_ppl_;
 
 TEST_F(GoldenModules, TopK3TraceCountsThreeModulesPerTokenAndLayer) {
   auto policy = ParseRouterPolicy("top_k:3");
@@ -178,23 +191,30 @@ TEST_F(GoldenModules, TopK3TraceCountsThreeModulesPerTokenAndLayer) {
 }
 
 TEST_F(GoldenModules, DisablingALayersModulesChangesPerplexity) {
-  auto dense = Perplexity(*engine_, domains_[0].chunks);
+  // Float32 engine against the float64 reference: perplexity within 1e-4 relative (the logits are
+  // within 1e-4); the reference guarantees each layer's change exceeds 1e-3, so 1e-4 is a real test.
+  constexpr double kTolerance = 1e-4;
+  auto dense = Perplexity(*engine_, prompt_);
   ASSERT_TRUE(dense.ok()) << dense.status();
+  EXPECT_NEAR(dense->ppl, prompt_ppl_, prompt_ppl_ * kTolerance);
   const ModuleSet& set = *engine_->modules();
   const size_t N = static_cast<size_t>(set.num_modules);
   RouterPolicy none;  // dense, an all-clear mask: the sparse path computing every module
   none.disabled = std::make_shared<const std::vector<uint8_t>>(set.num_layers * N, 0);
-  auto same = Perplexity(*engine_, domains_[0].chunks, &none);
+  auto same = Perplexity(*engine_, prompt_, &none);
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_NEAR(same->ppl, dense->ppl, dense->ppl * 1e-5);
+  ASSERT_EQ(layer_off_prompt_ppl_.size(), static_cast<size_t>(set.num_layers));
   for (int layer = 0; layer < set.num_layers; ++layer) {
     auto mask = std::make_shared<std::vector<uint8_t>>(set.num_layers * N, 0);
     std::fill(mask->begin() + layer * N, mask->begin() + (layer + 1) * N, 1);
     RouterPolicy off;
     off.disabled = mask;
-    auto pruned = Perplexity(*engine_, domains_[0].chunks, &off);
+    auto pruned = Perplexity(*engine_, prompt_, &off);
     ASSERT_TRUE(pruned.ok()) << pruned.status();
-    EXPECT_GT(std::fabs(pruned->ppl / dense->ppl - 1.0), 1e-4)
+    const double want = layer_off_prompt_ppl_[layer];
+    EXPECT_NEAR(pruned->ppl, want, want * kTolerance) << "layer " << layer;
+    EXPECT_GT(std::fabs(pruned->ppl / dense->ppl - 1.0), kTolerance)
         << "layer " << layer << ": dense " << dense->ppl << ", without the layer's modules " << pruned->ppl;
   }
 }

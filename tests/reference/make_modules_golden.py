@@ -21,6 +21,8 @@ smallest such gap is recorded as min_selection_gap: for router / oracle the dist
 k-th from the (k+1)-th score / mass; for threshold the distance of |silu(z)| from t when z = gate x
 may move by Z_SLACK (the smallest over the non-resident neurons of min |silu| - t over
 [z - Z_SLACK, z + Z_SLACK] for a computed neuron, t - max |silu| for a skipped one).
+The prompt is also redrawn until disabling any one layer's modules moves its perplexity by more
+than LAYER_OFF_MIN_CHANGE (recorded as prompt_ppl and layer_off_prompt_ppl).
 
 Layout written under DIR:
   base/                              model directory as make_golden.py writes it (F32, 2 KV heads)
@@ -28,7 +30,8 @@ Layout written under DIR:
   other_modules.safetensors          the same, fingerprinted for another model (must be refused)
   corrupt_modules.safetensors        modules.safetensors cut in the middle of its data section
   bad_partition_modules.safetensors  layer 0's modules hold one neuron twice (and miss another)
-  modules_reference.json             {"seed", "num_modules", "module_size", "prompt", "cases", "bad", ...}
+  modules_reference.json             {"seed", "num_modules", "module_size", "prompt", "cases", "bad",
+                                     "prompt_ppl", "layer_off_prompt_ppl", ...}
 
 Usage: make_modules_golden.py --out DIR [--seed N]   (a fresh seed each run unless given; it is recorded)
 """
@@ -57,6 +60,10 @@ THRESHOLD_DENSITIES = [0.25, 0.5, 0.75, 1.0]
 MIN_GAP = {"router": 1e-4, "oracle": 1e-4, "threshold": 1e-6}
 Z_SLACK = 2e-5
 SILU_NEG_MAX_AT = -1.2784645427610738  # argmax of |silu(z)| over z < 0
+# Removing one layer's modules (only its resident neurons run) must move the prompt's perplexity by
+# at least this much, relatively: the engine's test asks for 1e-4, and a random draw can make one
+# layer's FFN nearly irrelevant to a short prompt (seen: 5.6e-5).
+LAYER_OFF_MIN_CHANGE = 1e-3
 MODULE_SET_TRIES = 5
 PROMPT_TRIES = 100  # most module sets clear with one of the first few prompts
 
@@ -287,6 +294,32 @@ def run_cases(cfg, w, ms, prompt):
     return cases
 
 
+def prompt_perplexity(logits, prompt):
+    """exp(-mean log p) of prompt[1:] under logits [T, V], as engine/cli/perplexity.h scores a chunk."""
+    logp = logits[:-1].log_softmax(-1)
+    return math.exp(-float(logp[torch.arange(len(prompt) - 1), torch.tensor(prompt[1:])].mean()))
+
+
+def layer_off_perplexities(cfg, w, ms, prompt):
+    """The prompt's perplexity with every module of one layer disabled (its resident neurons still
+    run), for each layer."""
+    out = []
+    for off in range(cfg["num_hidden_layers"]):
+        def ffn(l, x, off=off):
+            _, h, down = ffn_parts(w, l, x)
+            if l == off:
+                keep = torch.zeros(h.shape[1], dtype=torch.bool)
+                keep[ms["resident"][l]] = True
+                h = h * keep
+            return h @ down.T
+        out.append(prompt_perplexity(forward(cfg, w, prompt, ffn), prompt))
+    return out
+
+
+def layers_matter(dense_ppl, layer_off):
+    return all(abs(p / dense_ppl - 1) > LAYER_OFF_MIN_CHANGE for p in layer_off)
+
+
 def clear(cases):
     return all(c["min_selection_gap"] is None or c["min_selection_gap"] > MIN_GAP[c["selector"]] for c in cases)
 
@@ -317,13 +350,18 @@ def main():
         for _ in range(PROMPT_TRIES):
             prompt = [1] + torch.randint(3, V, (PROMPT_LEN - 1,), generator=gen).tolist()
             cases = run_cases(cfg, w, ms, prompt)
-            if clear(cases):
+            if not clear(cases):
+                continue
+            dense_ppl = prompt_perplexity(torch.tensor(cases[0]["logits"], dtype=torch.float64), prompt)
+            layer_off = layer_off_perplexities(cfg, w, ms, prompt)
+            if layers_matter(dense_ppl, layer_off):
                 break
         else:
             continue
         break
     else:
-        sys.exit(f"seed {seed}: no module set and prompt without a near-tie in the selections found; rerun")
+        sys.exit(f"seed {seed}: no module set and prompt without a near-tie in the selections (and with "
+                 f"every layer's modules moving its perplexity) found; rerun")
 
     for c in cases:
         sparse = c["name"] not in ("dense", "all_modules")
@@ -360,6 +398,7 @@ def main():
     ref = {"seed": seed, "num_modules": NUM_MODULES, "module_size": S, "num_resident": NUM_RESIDENT,
            "threshold_densities": THRESHOLD_DENSITIES, "calibration_tokens": CALIBRATION_TOKENS,
            "fingerprint": fingerprint, "prompt": prompt, "cases": cases,
+           "prompt_ppl": dense_ppl, "layer_off_prompt_ppl": layer_off,
            "bad": [{"file": "other_modules.safetensors", "expect": "FAILED_PRECONDITION", "mentions": "another model"},
                    {"file": "corrupt_modules.safetensors", "expect": "DATA_LOSS",
                     "mentions": "corrupt_modules.safetensors"},
