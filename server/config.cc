@@ -75,7 +75,8 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
                               {"max_batch_tokens", c->max_batch_tokens()}, {"kv_cache_tokens", c->kv_cache_tokens()},
                               {"shutdown_grace_s", c->shutdown_grace_s()},
                               {"max_running_requests", c->max_running_requests()},
-                              {"prefill_chunk_tokens", c->prefill_chunk_tokens()}}) {
+                              {"prefill_chunk_tokens", c->prefill_chunk_tokens()},
+                              {"max_step_ms", c->max_step_ms()}}) {
     if (auto s = NonNegative(field, value); !s.ok()) return s;
   }
   const auto& l = c->limits();
@@ -146,6 +147,7 @@ EngineOptions ToEngineOptions(const v1::ServerConfig& c) {
   o.kv_cache_tokens = c.kv_cache_tokens();
   if (c.max_running_requests() > 0) o.max_running = c.max_running_requests();
   o.prefill_chunk_tokens = c.prefill_chunk_tokens();
+  o.max_step_ms = c.max_step_ms();
   o.max_queued_requests = c.limits().max_queued_requests() > 0 ? c.limits().max_queued_requests() : 64;
   o.max_queued_tokens = c.limits().max_queued_tokens();
   o.prefix_cache = !c.has_prefix_cache() || c.prefix_cache();

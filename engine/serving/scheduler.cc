@@ -238,10 +238,19 @@ void Scheduler::PreemptForPriority() {
 void Scheduler::ScheduleRunning(int* budget, std::vector<Planned>* plan, bool* preempted) {
   // Decode rows first: a long prompt never holds back anyone's next token.
   for (int pass = 0; pass < 2; ++pass) {
-    if (pass == 1 && !plan->empty() && options_.prefill_chunk_tokens > 0) {
+    if (pass == 1 && !plan->empty()) {
       // Requests are decoding: cap the prompt rows added to their step (the rest of this step's
       // budget, new admissions included), so their next token is not held up by a long prompt.
-      *budget = std::min(*budget, options_.prefill_chunk_tokens);
+      if (options_.prefill_chunk_tokens > 0) *budget = std::min(*budget, options_.prefill_chunk_tokens);
+      if (options_.max_step_ms > 0 && step_cost_.ready()) {
+        // As many as the time target leaves after the decode rows, but at least a KV block's
+        // worth, so prompts still progress when the decode rows alone overrun it.
+        int decode_rows = 0;
+        for (const Planned& p : *plan) decode_rows += p.tokens;
+        const double target = options_.max_step_ms * 1e-3;
+        const int fit = std::max(step_cost_.RowsWithin(target) - decode_rows, pool_->block_size());
+        *budget = std::min(*budget, fit);
+      }
     }
     std::vector<Sequence*> order;
     for (const auto& s : running_) {
@@ -350,7 +359,11 @@ absl::Status Scheduler::RunBatch(const std::vector<Planned>& plan, std::vector<S
   if (absl::Status st = model_->Forward(inputs, *cache_, &logits, device_sampling ? &sampling : nullptr); !st.ok()) {
     return st;
   }
-  step_time_.Observe(Seconds(Clock::now() - start));
+  const double seconds = Seconds(Clock::now() - start);
+  step_time_.Observe(seconds);
+  int rows = 0;
+  for (const Planned& p : plan) rows += p.tokens;
+  step_cost_.Observe(rows, seconds);
   size_t row = 0;
   uint64_t prefill = 0, generated = 0;
   const Clock::time_point now = Clock::now();

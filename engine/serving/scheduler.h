@@ -23,6 +23,7 @@
 #include "engine/model/llama_model.h"
 #include "engine/serving/engine_stats.h"
 #include "engine/serving/sequence.h"
+#include "engine/serving/step_cost_model.h"
 
 namespace brickserve {
 
@@ -30,6 +31,7 @@ struct SchedulerOptions {
   int max_batch_tokens = 512;      // rows per step (decode rows plus prefill chunks)
   int max_running = 64;            // requests in the running batch
   int prefill_chunk_tokens = 0;    // prompt rows per step while requests decode; 0 = no cap
+  double max_step_ms = 0;          // predicted step time while requests decode; 0 = no target
   int max_queued_requests = 256;   // waiting requests before RESOURCE_EXHAUSTED
   int64_t max_queued_tokens = 0;   // prompt tokens waiting before RESOURCE_EXHAUSTED; 0 = no limit
   int max_context = 0;
@@ -123,6 +125,7 @@ class Scheduler {
   mutable std::mutex stats_mu_;
   EngineStats stats_;                // counters and gauges, guarded by stats_mu_
   LatencyHistogram ttft_, itl_, queue_time_, step_time_;
+  StepCostModel step_cost_;          // scheduler thread only
 
   std::thread thread_;
 };

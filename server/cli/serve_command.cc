@@ -74,7 +74,7 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
               modules = c.modules(), default_router = c.default_router();
   int threads = c.threads(), max_context = c.max_context(), max_batch = c.max_batch_tokens(),
       kv_tokens = c.kv_cache_tokens(), grace = c.shutdown_grace_s(), max_running = c.max_running_requests(),
-      prefill_chunk = c.prefill_chunk_tokens();
+      prefill_chunk = c.prefill_chunk_tokens(), max_step_ms = c.max_step_ms();
   int max_queued_tokens = static_cast<int>(l.max_queued_tokens());
   bool prefix_cache = !c.has_prefix_cache() || c.prefix_cache();
   bool batch_invariant = !c.has_batch_invariant() || c.batch_invariant();
@@ -109,6 +109,8 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   flags.Int("max-running-requests", &max_running, "requests batched together (0 = 64)");
   flags.Int("prefill-chunk-tokens", &prefill_chunk,
             "prompt tokens a step adds while others decode (0 = max-batch-tokens; smaller = steadier streaming)");
+  flags.Int("max-step-ms", &max_step_ms,
+            "time target of a step while others decode: sizes prompt chunks from measured step times (0 = none)");
   flags.Bool("prefix-cache", &prefix_cache, "share the KV of common prompt prefixes (default true)");
   flags.Bool("batch-invariant", &batch_invariant,
              "output independent of batching, bit for bit (default true; false: faster CPU prefill)");
@@ -132,6 +134,7 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   c.set_shutdown_grace_s(grace);
   c.set_max_running_requests(max_running);
   c.set_prefill_chunk_tokens(prefill_chunk);
+  c.set_max_step_ms(max_step_ms);
   c.set_prefix_cache(prefix_cache);
   c.set_batch_invariant(batch_invariant);
   l.set_max_queued_tokens(max_queued_tokens);

@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 
 #include "engine/engine.h"
+#include "engine/serving/step_cost_model.h"
 #include "golden_util.h"
 
 namespace brickserve {
@@ -16,7 +17,7 @@ using testing::GoldenCaseNames;
 using testing::LoadGoldenCase;
 
 std::unique_ptr<Engine> LoadEngine(const std::string& dir, int kv_tokens, bool prefix_cache, int max_queued = 256,
-                                   int max_running = 64, int prefill_chunk_tokens = 0) {
+                                   int max_running = 64, int prefill_chunk_tokens = 0, double max_step_ms = 0) {
   EngineOptions o;
   o.model_dir = dir;
   o.device.threads = 2;
@@ -27,6 +28,7 @@ std::unique_ptr<Engine> LoadEngine(const std::string& dir, int kv_tokens, bool p
   o.max_queued_requests = max_queued;
   o.max_running = max_running;
   o.prefill_chunk_tokens = prefill_chunk_tokens;
+  o.max_step_ms = max_step_ms;
   auto e = Engine::Load(o);
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? *std::move(e) : nullptr;
@@ -297,6 +299,42 @@ TEST_F(SchedulerTest, HigherPriorityPreemptsWhenTheKvPoolIsShort) {
   EXPECT_EQ(got_high->preemptions, 0);
 }
 
+// Steps from the one in which "first" (decoding) is held until "second" (a 40-token prompt, one
+// new token) is done: the step "first" is held in, plus every step "second"'s prompt chunks take.
+int64_t StepsToPrefillBesideADecode(Engine& engine) {
+  GenerationRequest first, second;
+  first.prompt_ids = {5, 6, 7};
+  // Long enough to still decode through "second"'s chunks even if its first text (which runs the
+  // hold) comes some tokens late.
+  first.max_new_tokens = 120;
+  first.ignore_eos = true;
+  for (int k = 0; k < 40; ++k) second.prompt_ids.push_back(10 + k);
+  second.max_new_tokens = 1;  // done in the step of its last chunk
+  second.ignore_eos = true;
+  // Stats().steps counts completed steps: read while "first" holds step k (k - 1 done) and when
+  // "second" is done (after its step is counted).
+  std::atomic<int64_t> steps_at_submit{-1}, steps_at_second{-1};
+  std::promise<void> first_running, second_submitted;
+  std::shared_future<void> go = second_submitted.get_future().share();
+  StreamCallback hold = [&, held = false](const StreamPiece&) mutable {
+    if (!held) {
+      held = true;
+      first_running.set_value();
+      go.wait();
+    }
+    return true;
+  };
+  EXPECT_TRUE(engine.Submit(first, {}, hold, [](absl::StatusOr<GenerationResult>) {}).ok());
+  first_running.get_future().wait();
+  steps_at_submit = static_cast<int64_t>(engine.Stats().steps);
+  EXPECT_TRUE(engine.Submit(second, {}, {}, [&](absl::StatusOr<GenerationResult>) {
+    steps_at_second = static_cast<int64_t>(engine.Stats().steps);
+  }).ok());
+  second_submitted.set_value();
+  EXPECT_TRUE(engine.WaitUntilIdle(Clock::now() + std::chrono::seconds(30)));
+  return steps_at_second.load() - steps_at_submit.load();
+}
+
 // While "first" decodes, "second"'s 40-token prompt is added 8 tokens per step: five steps, each
 // with a decode row of "first", instead of one 41-row step.
 TEST_F(SchedulerTest, PrefillChunkCapsPromptRowsWhileOthersDecode) {
@@ -304,41 +342,33 @@ TEST_F(SchedulerTest, PrefillChunkCapsPromptRowsWhileOthersDecode) {
   for (int chunk : {0, 8}) {
     auto engine = LoadEngine(c.dir, 0, false, 256, 64, chunk);
     ASSERT_NE(engine, nullptr);
-    GenerationRequest first, second;
-    first.prompt_ids = {5, 6, 7};
-    // Long enough to still decode through "second"'s chunks even if its first text (which runs
-    // the hold) comes some tokens late.
-    first.max_new_tokens = 120;
-    first.ignore_eos = true;
-    for (int k = 0; k < 40; ++k) second.prompt_ids.push_back(10 + k);
-    second.max_new_tokens = 1;  // done in the step of its last chunk
-    second.ignore_eos = true;
-    // Stats().steps counts completed steps: read while "first" holds step k (k - 1 done) and when
-    // "second" is done (after its step is counted).
-    std::atomic<int64_t> steps_at_submit{-1}, steps_at_second{-1};
-    std::promise<void> first_running, second_submitted;
-    std::shared_future<void> go = second_submitted.get_future().share();
-    StreamCallback hold = [&, held = false](const StreamPiece&) mutable {
-      if (!held) {
-        held = true;
-        first_running.set_value();
-        go.wait();
-      }
-      return true;
-    };
-    ASSERT_TRUE(engine->Submit(first, {}, hold, [](absl::StatusOr<GenerationResult>) {}).ok());
-    first_running.get_future().wait();
-    steps_at_submit = static_cast<int64_t>(engine->Stats().steps);
-    ASSERT_TRUE(engine->Submit(second, {}, {}, [&](absl::StatusOr<GenerationResult>) {
-      steps_at_second = static_cast<int64_t>(engine->Stats().steps);
-    }).ok());
-    second_submitted.set_value();
-    ASSERT_TRUE(engine->WaitUntilIdle(Clock::now() + std::chrono::seconds(30)));
-    const int64_t steps = steps_at_second.load() - steps_at_submit.load();
+    const int64_t steps = StepsToPrefillBesideADecode(*engine);
     if (chunk == 0) {
       EXPECT_EQ(steps, 1 + 1) << "step k, then the whole prompt in one step";
     } else {
       EXPECT_EQ(steps, 1 + 40 / 8) << "step k, then five 8-token chunks, each in its own step";
+    }
+  }
+}
+
+// A step time target sizes the chunks from measured step times: one no step can meet leaves the
+// floor of one KV block (4 tokens here) per step; one every step meets leaves the prompt whole.
+TEST_F(SchedulerTest, StepTimeTargetSizesPromptChunksWhileOthersDecode) {
+  const auto c = LoadGoldenCase("llama_mha_f32");
+  for (double max_step_ms : {1e-9, 1e9}) {
+    auto engine = LoadEngine(c.dir, 0, false, 256, 64, 0, max_step_ms);
+    ASSERT_NE(engine, nullptr);
+    // Steps of several sizes to learn from (a prompt step, then decode steps).
+    GenerationRequest warm;
+    warm.prompt_ids = {5, 6, 7, 8, 9, 10, 11, 12};
+    warm.max_new_tokens = 2 * StepCostModel::kMinSteps;
+    warm.ignore_eos = true;
+    ASSERT_TRUE(engine->Generate(warm).ok());
+    const int64_t steps = StepsToPrefillBesideADecode(*engine);
+    if (max_step_ms < 1) {
+      EXPECT_EQ(steps, 1 + 40 / 4) << "step k, then ten 4-token chunks (one KV block each)";
+    } else {
+      EXPECT_EQ(steps, 1 + 1) << "step k, then the whole prompt in one step";
     }
   }
 }

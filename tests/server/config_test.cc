@@ -62,6 +62,9 @@ TEST(ServerConfig, NormaliseFillsDefaultsAndChecksFields) {
   c.set_prefill_chunk_tokens(-8);
   EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "prefill_chunk_tokens = -8"));
   c.set_prefill_chunk_tokens(0);
+  c.set_max_step_ms(-1);
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "max_step_ms = -1"));
+  c.set_max_step_ms(0);
   c.mutable_limits()->set_max_queued_requests(-3);
   EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "limits.max_queued_requests = -3"));
   c.mutable_limits()->set_max_queued_requests(0);
@@ -138,7 +141,7 @@ TEST(ServeFlags, FlagsOverrideTheConfigFile) {
   v1::ServerConfig c;
   std::string usage;
   ASSERT_TRUE(Parse({"--listen", "127.0.0.1:0", "--config", path, "--max-prompt-tokens=9", "--prefill-chunk-tokens",
-                     "24"}, &c, &usage).ok());
+                     "24", "--max-step-ms=150"}, &c, &usage).ok());
   EXPECT_TRUE(usage.empty());
   EXPECT_EQ(c.model(), "/from/file");          // file
   EXPECT_EQ(c.listen(), "127.0.0.1:0");        // flag wins, even before --config on the line
@@ -147,6 +150,8 @@ TEST(ServeFlags, FlagsOverrideTheConfigFile) {
   EXPECT_EQ(c.limits().max_prompt_tokens(), 9);  // flag
   EXPECT_EQ(c.prefill_chunk_tokens(), 24);       // flag
   EXPECT_EQ(ToEngineOptions(c).prefill_chunk_tokens, 24);
+  EXPECT_EQ(c.max_step_ms(), 150);                // flag
+  EXPECT_EQ(ToEngineOptions(c).max_step_ms, 150.0);
   std::remove(path.c_str());
 }
 
