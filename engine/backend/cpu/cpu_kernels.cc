@@ -323,6 +323,7 @@ void MatVecBF16(const float* const* HWY_RESTRICT x, int rows, int64_t in, const 
       wrows[o] = WeightRow(w, in, ids, t0 + o);
       float* row = wf.data() + o * w_ld;
       for (int64_t k = 0; k < blocks_len; k += 2 * N) {
+        PrefetchAhead(wrows[o] + k);
         hn::Vec<DF> even, odd;
         LoadEvenOdd(wrows[o] + k, even, odd);
         hn::StoreU(even, df, row + k / 2);
