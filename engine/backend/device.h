@@ -18,11 +18,18 @@
 
 namespace brickserve {
 
+// How a weight matrix is laid out in memory.
+enum class WeightLayout : uint8_t {
+  kRowMajor,  // [rows, cols], the checkpoint's layout
+  kPanels16,  // CPU, F32: column panels of 16 rows, k-major (engine/backend/cpu/panel_kernels.h)
+};
+
 // A weight resident on a device: a matrix [rows, cols] or a vector (rows == 1).
 struct Weight {
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
+  WeightLayout layout = WeightLayout::kRowMajor;  // only MatMul reads other layouts
   const void* data = nullptr;   // device address
   std::shared_ptr<const void> owner;  // keeps the mapping or device allocation alive
   bool valid() const { return data != nullptr; }
@@ -41,6 +48,12 @@ struct HostTensor {
   std::vector<int64_t> shape;
   const void* data = nullptr;
   std::shared_ptr<const void> keep_alive;  // backends that use it in place hold on to this
+  // The weight is only ever the `w` of MatMul: a backend may store it in the layout its products
+  // read fastest instead of [rows, cols].
+  bool matmul_only = false;
+  // `data` lies in a read-only file mapping: a backend that keeps its own copy may drop the mapped
+  // pages (they fault back in, unchanged, if anyone reads them again).
+  bool file_mapped = false;
 };
 
 // Paged KV cache storage: `num_blocks` blocks of `block_size` token slots. A slot index is

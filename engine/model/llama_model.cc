@@ -28,8 +28,10 @@ class WeightBinder {
  public:
   WeightBinder(const CheckpointTensors& ckpt, Device* device) : ckpt_(ckpt), device_(device) {}
 
-  absl::StatusOr<Weight> Bind(const std::string& name, std::vector<int64_t> want_shape) {
+  // `matmul_only`: the weight is used by MatMul alone (a backend may repack it).
+  absl::StatusOr<Weight> Bind(const std::string& name, std::vector<int64_t> want_shape, bool matmul_only = false) {
     BS_ASSIGN_OR_RETURN(HostTensor t, ckpt_.Get(name));
+    t.matmul_only = matmul_only;
     if (t.shape != want_shape) {
       return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has shape [", absl::StrJoin(t.shape, ", "),
                                                      "] but config.json implies [", absl::StrJoin(want_shape, ", "), "]"));
@@ -77,7 +79,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   BS_ASSIGN_OR_RETURN(w->embed, bind.Bind("model.embed_tokens.weight", {V, H}));
   BS_ASSIGN_OR_RETURN(w->final_norm, bind.Bind("model.norm.weight", {H}));
   if (ckpt.Has("lm_head.weight")) {
-    BS_ASSIGN_OR_RETURN(w->lm_head, bind.Bind("lm_head.weight", {V, H}));
+    BS_ASSIGN_OR_RETURN(w->lm_head, bind.Bind("lm_head.weight", {V, H}, true));
   } else if (c.tie_word_embeddings) {
     w->lm_head = w->embed;
   } else {
@@ -89,18 +91,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
     LayerWeights L;
     BS_ASSIGN_OR_RETURN(L.input_norm, bind.Bind(p + "input_layernorm.weight", {H}));
     BS_ASSIGN_OR_RETURN(L.post_attention_norm, bind.Bind(p + "post_attention_layernorm.weight", {H}));
-    BS_ASSIGN_OR_RETURN(L.q, bind.Bind(p + "self_attn.q_proj.weight", {QD, H}));
-    BS_ASSIGN_OR_RETURN(L.k, bind.Bind(p + "self_attn.k_proj.weight", {KD, H}));
-    BS_ASSIGN_OR_RETURN(L.v, bind.Bind(p + "self_attn.v_proj.weight", {KD, H}));
-    BS_ASSIGN_OR_RETURN(L.o, bind.Bind(p + "self_attn.o_proj.weight", {H, QD}));
+    BS_ASSIGN_OR_RETURN(L.q, bind.Bind(p + "self_attn.q_proj.weight", {QD, H}, true));
+    BS_ASSIGN_OR_RETURN(L.k, bind.Bind(p + "self_attn.k_proj.weight", {KD, H}, true));
+    BS_ASSIGN_OR_RETURN(L.v, bind.Bind(p + "self_attn.v_proj.weight", {KD, H}, true));
+    BS_ASSIGN_OR_RETURN(L.o, bind.Bind(p + "self_attn.o_proj.weight", {H, QD}, true));
     if (c.qkv_bias) {
       BS_ASSIGN_OR_RETURN(L.q_bias, bind.Bind(p + "self_attn.q_proj.bias", {QD}));
       BS_ASSIGN_OR_RETURN(L.k_bias, bind.Bind(p + "self_attn.k_proj.bias", {KD}));
       BS_ASSIGN_OR_RETURN(L.v_bias, bind.Bind(p + "self_attn.v_proj.bias", {KD}));
     }
-    BS_ASSIGN_OR_RETURN(L.gate, bind.Bind(p + "mlp.gate_proj.weight", {I, H}));
-    BS_ASSIGN_OR_RETURN(L.up, bind.Bind(p + "mlp.up_proj.weight", {I, H}));
-    BS_ASSIGN_OR_RETURN(L.down, bind.Bind(p + "mlp.down_proj.weight", {H, I}));
+    BS_ASSIGN_OR_RETURN(L.gate, bind.Bind(p + "mlp.gate_proj.weight", {I, H}, true));
+    BS_ASSIGN_OR_RETURN(L.up, bind.Bind(p + "mlp.up_proj.weight", {I, H}, true));
+    BS_ASSIGN_OR_RETURN(L.down, bind.Bind(p + "mlp.down_proj.weight", {H, I}, true));
     w->layers.push_back(std::move(L));
   }
   const std::vector<float> inv_freq = c.RopeInvFreq();

@@ -73,6 +73,7 @@ absl::Status ParseTensorEntry(const std::string& name, const json& entry, const 
   }
   out->data = body + begin;
   out->keep_alive = std::move(keep_alive);
+  out->file_mapped = true;  // MappedFile: PROT_READ, MAP_PRIVATE
   return absl::OkStatus();
 }
 

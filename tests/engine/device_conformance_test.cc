@@ -64,28 +64,43 @@ TEST_F(DeviceConformance, RmsNormMatchesInPlaceAndNot) {
   }
 }
 
-// Row counts on both sides of any small-batch / GEMM switch (the CPU's is at 8), odd shapes.
+// The DUT's copy uploaded as `matmul_only` (it may store it in its own layout: the CPU packs F32
+// into column panels), the reference's as plain rows.
+absl::StatusOr<Weight> UploadMatMulOnly(Device& d, const HostWeight& w) {
+  HostTensor t = w.tensor();
+  t.matmul_only = true;
+  return d.UploadWeight(t);
+}
+
+// Row counts on both sides of any small-batch / GEMM switch (the CPU's is at 8), odd shapes (out
+// not a multiple of the CPU's 16-wide panels), weights in the checkpoint's rows and `matmul_only`.
 TEST_F(DeviceConformance, MatMulMatchesForEveryShapeAndWeightType) {
   struct Shape {
     int64_t out, in;
   };
   for (DType t : kWeightTypes) {
-    for (Shape s : {Shape{100, 72}, Shape{256, 128}, Shape{72, 200}}) {
-      const auto host_w = RandomWeight(t, {s.out, s.in}, rng_, 1.0f / std::sqrt(static_cast<float>(s.in)));
-      CONF_ASSIGN_OR_FAIL(auto w, Upload(host_w));
-      CONF_ASSIGN_OR_FAIL(auto bias, Upload(RandomWeight(t, {s.out}, rng_, 0.5f)));
-      for (int rows : {1, 3, 8, 9, 33, 130}) {
-        for (bool with_bias : {false, true}) {
-          SCOPED_TRACE(absl::StrCat(DTypeName(t), " [", s.out, ", ", s.in, "] rows ", rows, with_bias ? " +bias" : ""));
-          CONF_ASSIGN_OR_FAIL(auto x, Buffers(RandomVector(rows * s.in, rng_)));
-          const size_t n = static_cast<size_t>(rows * s.out);
-          CONF_ASSIGN_OR_FAIL(auto out, Buffers(Nans(n + s.out)));
-          for (int side = 0; side < kSides; ++side) {
-            CONF_ASSERT_OK(device(side).MatMul(x[side], rows, w[side], with_bias ? &bias[side] : nullptr, out[side]));
+    for (Shape s : {Shape{100, 72}, Shape{256, 128}, Shape{72, 200}, Shape{17, 33}}) {
+      for (bool matmul_only : {false, true}) {
+        const auto host_w = RandomWeight(t, {s.out, s.in}, rng_, 1.0f / std::sqrt(static_cast<float>(s.in)));
+        CONF_ASSIGN_OR_FAIL(auto w, Upload(host_w));
+        if (matmul_only) {
+          CONF_ASSIGN_OR_FAIL(w[0], UploadMatMulOnly(device(0), host_w));
+        }
+        CONF_ASSIGN_OR_FAIL(auto bias, Upload(RandomWeight(t, {s.out}, rng_, 0.5f)));
+        for (int rows : {1, 3, 8, 9, 33, 130}) {
+          for (bool with_bias : {false, true}) {
+            SCOPED_TRACE(absl::StrCat(DTypeName(t), " [", s.out, ", ", s.in, "] rows ", rows, with_bias ? " +bias" : "",
+                                      matmul_only ? " matmul_only" : ""));
+            CONF_ASSIGN_OR_FAIL(auto x, Buffers(RandomVector(rows * s.in, rng_)));
+            const size_t n = static_cast<size_t>(rows * s.out);
+            CONF_ASSIGN_OR_FAIL(auto out, Buffers(Nans(n + s.out)));
+            for (int side = 0; side < kSides; ++side) {
+              CONF_ASSERT_OK(device(side).MatMul(x[side], rows, w[side], with_bias ? &bias[side] : nullptr, out[side]));
+            }
+            CONF_ASSIGN_OR_FAIL(auto got, ReadBoth(out, n + s.out));
+            ExpectRowsClose(got[0], got[1], rows, s.out, WeightTolerance(t), "MatMul");
+            ExpectUntouched(std::span(got[0]).subspan(n), Nans(s.out), "MatMul past its rows");
           }
-          CONF_ASSIGN_OR_FAIL(auto got, ReadBoth(out, n + s.out));
-          ExpectRowsClose(got[0], got[1], rows, s.out, WeightTolerance(t), "MatMul");
-          ExpectUntouched(std::span(got[0]).subspan(n), Nans(s.out), "MatMul past its rows");
         }
       }
     }
@@ -472,23 +487,27 @@ TEST_F(BatchInvariance, MatMulRowAloneEqualsRowInBatch) {
   const int64_t out_dim = 100, in = 72;
   const int batch = 130;
   for (DType t : kWeightTypes) {
-    SCOPED_TRACE(DTypeName(t));
-    CONF_ASSIGN_OR_FAIL(Weight w, d.UploadWeight(RandomWeight(t, {out_dim, in}, rng_, 0.12f).tensor()));
-    CONF_ASSIGN_OR_FAIL(Weight bias, d.UploadWeight(RandomWeight(t, {out_dim}, rng_, 0.5f).tensor()));
-    const std::vector<float> x = RandomVector(batch * in, rng_);
-    auto run = [&](int first, int rows) -> absl::StatusOr<std::vector<float>> {
-      auto xb = BufferWith(d, Rows(x, first, rows, in));
-      auto out = d.AllocBuffer(rows * out_dim);
-      if (!xb.ok() || !out.ok()) return xb.ok() ? out.status() : xb.status();
-      if (auto s = d.MatMul(*xb, rows, w, &bias, *out); !s.ok()) return s;
-      return Read(d, *out, rows * out_dim);
-    };
-    CONF_ASSIGN_OR_FAIL(auto all, run(0, batch));
-    const std::pair<int, int> parts[] = {{0, 1}, {8, 1}, {64, 1}, {129, 1}, {0, 9}, {40, 33}};  // (first, rows)
-    for (auto [first, rows] : parts) {
-      CONF_ASSIGN_OR_FAIL(auto part, run(first, rows));
-      ExpectRowsClose(part, Rows(all, first, rows, out_dim), rows, out_dim, kExact,
-                      absl::StrCat("MatMul rows [", first, ", ", first + rows, ") vs the same rows of ", batch));
+    for (bool matmul_only : {false, true}) {
+      SCOPED_TRACE(absl::StrCat(DTypeName(t), matmul_only ? " matmul_only" : ""));
+      HostTensor host_w = RandomWeight(t, {out_dim, in}, rng_, 0.12f).tensor();
+      host_w.matmul_only = matmul_only;
+      CONF_ASSIGN_OR_FAIL(Weight w, d.UploadWeight(host_w));
+      CONF_ASSIGN_OR_FAIL(Weight bias, d.UploadWeight(RandomWeight(t, {out_dim}, rng_, 0.5f).tensor()));
+      const std::vector<float> x = RandomVector(batch * in, rng_);
+      auto run = [&](int first, int rows) -> absl::StatusOr<std::vector<float>> {
+        auto xb = BufferWith(d, Rows(x, first, rows, in));
+        auto out = d.AllocBuffer(rows * out_dim);
+        if (!xb.ok() || !out.ok()) return xb.ok() ? out.status() : xb.status();
+        if (auto s = d.MatMul(*xb, rows, w, &bias, *out); !s.ok()) return s;
+        return Read(d, *out, rows * out_dim);
+      };
+      CONF_ASSIGN_OR_FAIL(auto all, run(0, batch));
+      const std::pair<int, int> parts[] = {{0, 1}, {8, 1}, {64, 1}, {129, 1}, {0, 9}, {40, 33}};  // (first, rows)
+      for (auto [first, rows] : parts) {
+        CONF_ASSIGN_OR_FAIL(auto part, run(first, rows));
+        ExpectRowsClose(part, Rows(all, first, rows, out_dim), rows, out_dim, kExact,
+                        absl::StrCat("MatMul rows [", first, ", ", first + rows, ") vs the same rows of ", batch));
+      }
     }
   }
 }

@@ -1,15 +1,19 @@
 #include "engine/backend/cpu/cpu_device.h"
 
 #include <cblas.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/buffer_checks.h"
 #include "engine/backend/cpu/cpu_kernels.h"
+#include "engine/backend/cpu/panel_kernels.h"
 #include "engine/sampling/sampler.h"
 
 namespace brickserve {
@@ -39,6 +43,7 @@ absl::StatusOr<Weight> CpuDevice::UploadWeight(const HostTensor& t) {
   w.cols = t.shape.back();
   const size_t n = static_cast<size_t>(w.rows * w.cols);
   const bool aligned = reinterpret_cast<uintptr_t>(t.data) % DTypeSize(t.dtype) == 0;
+  if (t.shape.size() == 2 && t.matmul_only && t.dtype == DType::kF32) return PackForMatMul(t, w);
   if (t.shape.size() == 2 && aligned) {
     // Matrices are used in place, straight from the mapping.
     w.dtype = t.dtype;
@@ -57,6 +62,40 @@ absl::StatusOr<Weight> CpuDevice::UploadWeight(const HostTensor& t) {
   w.data = copy->data();
   w.owner = copy;
   return w;
+}
+
+absl::StatusOr<Weight> CpuDevice::PackForMatMul(const HostTensor& t, Weight w) {
+  // Column panels (panel_kernels.h): the products run ~1.5x faster at 16-32 rows than on the
+  // checkpoint's rows, and each output keeps one summation order for any row count.
+  const size_t bytes = (cpu::PackedPanelsSize(w.rows, w.cols) * sizeof(float) + 63) / 64 * 64;
+  auto* panels = static_cast<float*>(std::aligned_alloc(64, bytes));
+  if (panels == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes of weights"));
+  std::shared_ptr<float> owner(panels, &std::free);
+  // Row-aligned copies when the mapping gives an unaligned float pointer (an odd data offset).
+  const float* rows = static_cast<const float*>(t.data);
+  std::vector<float> aligned_rows;
+  if (reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0) {
+    aligned_rows.resize(static_cast<size_t>(w.rows * w.cols));
+    std::memcpy(aligned_rows.data(), t.data, aligned_rows.size() * sizeof(float));
+    rows = aligned_rows.data();
+  }
+  // Single-threaded: uploads may run beside the ops that own pool_.
+  cpu::PackPanels(rows, w.rows, w.cols, 0, cpu::NumPanels(w.rows), panels);
+  if (t.file_mapped) DropMappedPages(t.data, static_cast<size_t>(w.rows * w.cols) * sizeof(float));
+  w.dtype = DType::kF32;
+  w.layout = WeightLayout::kPanels16;
+  w.data = panels;
+  w.owner = std::move(owner);
+  return w;
+}
+
+void CpuDevice::DropMappedPages(const void* data, size_t bytes) {
+  // Only the packed copy is read from now on: without this the checkpoint's pages would stay mapped
+  // and count twice in the resident set. Pages shared with a neighbouring tensor stay.
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 absl::StatusOr<Buffer> CpuDevice::AllocBuffer(size_t elements) {
@@ -146,7 +185,13 @@ absl::Status CpuDevice::Gemm(const float* x, int rows, const Weight& w, float* y
 absl::Status CpuDevice::MatMul(const Buffer& x, int rows, const Weight& w, const Weight* bias, Buffer& out) {
   if (auto s = CheckSize(x, rows * w.cols, "MatMul input"); !s.ok()) return s;
   if (auto s = CheckSize(out, rows * w.rows, "MatMul output"); !s.ok()) return s;
-  if (!batch_invariant_ && rows > kGemmMinRows) {
+  if (w.layout == WeightLayout::kPanels16) {
+    // Faster than SGEMM at every row count measured (bench/matmul_bench), so in both modes.
+    pool_.ParallelFor(static_cast<size_t>(cpu::NumPanels(w.rows)), 4, [&](size_t b, size_t e) {
+      cpu::PanelMatMul(x.data, rows, w.cols, static_cast<const float*>(w.data), w.rows, static_cast<int64_t>(b),
+                       static_cast<int64_t>(e), out.data, w.rows);
+    });
+  } else if (!batch_invariant_ && rows > kGemmMinRows) {
     if (auto s = Gemm(x.data, rows, w, out.data); !s.ok()) return s;
   } else {
     pool_.ParallelFor(static_cast<size_t>(w.rows), 64, [&](size_t b, size_t e) {

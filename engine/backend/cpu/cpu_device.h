@@ -1,6 +1,7 @@
 // The CPU backend: the reference implementation of the device interface and the fallback when no
-// GPU is present. Weights are used in place from the memory-mapped checkpoint; matrix products run
-// on Highway kernels (decode) and OpenBLAS SGEMM (prefill), spread over all cores.
+// GPU is present. F32 projection weights are packed into column panels at load (panel_kernels.h);
+// other weights are used in place from the memory-mapped checkpoint. Matrix products run on Highway
+// kernels, or OpenBLAS SGEMM for prefill without batch invariance, spread over all cores.
 #pragma once
 
 #include <memory>
@@ -50,6 +51,9 @@ class CpuDevice final : public Device {
   static constexpr int kGemmMinRows = 8;
   static constexpr int kGemmAttentionMinRows = 16;
   absl::Status Gemm(const float* x, int rows, const Weight& w, float* y);
+  // An F32 matrix used only by MatMul, copied into column panels.
+  static absl::StatusOr<Weight> PackForMatMul(const HostTensor& t, Weight w);
+  static void DropMappedPages(const void* data, size_t bytes);
   void AttentionRows(const Buffer& q, const KvCache& cache, int layer, std::span<const AttentionSeq> seqs,
                      const AttentionParams& p, Buffer& out);
   void AttentionGemm(const Buffer& q, const KvCache& cache, int layer, const AttentionSeq& seq,
