@@ -57,12 +57,12 @@ int main(int argc, char** argv) {
   });
   namespace cpu = brickserve::cpu;
   // The kernel loads whole panel vectors: 64-byte aligned storage.
-  const size_t panel_bytes = (cpu::PackedPanelsSize(out, in) * sizeof(float) + 63) / 64 * 64;
+  const size_t panel_bytes = (cpu::PackedPanelsBytes(out, in, brickserve::DType::kF32) + 63) / 64 * 64;
   std::unique_ptr<float, decltype(&std::free)> panels(static_cast<float*>(std::aligned_alloc(64, panel_bytes)), &std::free);
-  cpu::PackPanels(w.data(), out, in, 0, cpu::NumPanels(out), panels.get());
+  cpu::PackPanels(w.data(), brickserve::DType::kF32, out, in, 0, cpu::NumPanels(out), panels.get());
   std::vector<float> y_panels(y.size());
   const double panel = MedianGflops(runs, flops, [&] {
-    cpu::PanelMatMul(x.data(), rows, in, panels.get(), out, 0, cpu::NumPanels(out), y_panels.data(), out);
+    cpu::PanelMatMul(x.data(), rows, in, panels.get(), brickserve::DType::kF32, out, 0, cpu::NumPanels(out), y_panels.data(), out);
   });
   std::printf("rows %d in %d out %d F32, 1 thread, median of %d: SGEMM %.1f GFLOP/s, row-wise %.1f GFLOP/s (%.0f %%), "
               "panels %.1f GFLOP/s (%.0f %%)\n",

@@ -73,38 +73,43 @@ TEST(CpuKernels, MatVecRowsMatchesReferenceAndIsBatchInvariantOnEveryTarget) {
   });
 }
 
-// Packed F32 panels: row counts around every row-group size (6 per tile on AVX2, 12 on AVX-512),
-// `out` not a multiple of the 16-wide panels, panel ranges split as the thread pool splits them.
+// Packed panels (F32, BF16): row counts around every row-group size (6 per tile on AVX2, 12 for
+// F32 on AVX-512), `out` not a multiple of the 16-wide panels, panel ranges split as the thread
+// pool splits them.
 TEST(CpuKernels, PanelMatMulMatchesReferenceAndIsBatchInvariantOnEveryTarget) {
   std::mt19937 rng(std::random_device{}());
   ForEachTarget([&] {
-    for (int64_t in : {1, 7, 33, 1031}) {
-      for (int64_t out : {1, 16, 37, 70}) {
-        const RandomMatrix w(DType::kF32, out, in, rng);
-        const int64_t panels = cpu::NumPanels(out);
-        std::unique_ptr<float, decltype(&std::free)> packed(
-            static_cast<float*>(std::aligned_alloc(64, (cpu::PackedPanelsSize(out, in) * sizeof(float) + 63) / 64 * 64)),
-            &std::free);
-        cpu::PackPanels(static_cast<const float*>(w.data()), out, in, 0, panels, packed.get());
-        const int64_t stride = out + 3;  // columns past `out` must stay untouched
-        for (int rows : {1, 2, 3, 5, 6, 7, 13, 17, 25}) {
-          const std::string where = "in " + std::to_string(in) + " out " + std::to_string(out) + " rows " +
-                                    std::to_string(rows);
-          const std::vector<float> x = RandomVector(static_cast<size_t>(rows * in), rng);
-          std::vector<float> y(static_cast<size_t>(rows * stride), std::numeric_limits<float>::quiet_NaN());
-          cpu::PanelMatMul(x.data(), rows, in, packed.get(), out, 0, panels, y.data(), stride);
-          std::vector<float> split(y.size(), std::numeric_limits<float>::quiet_NaN());
-          cpu::PanelMatMul(x.data(), rows, in, packed.get(), out, 0, panels / 2, split.data(), stride);
-          cpu::PanelMatMul(x.data(), rows, in, packed.get(), out, panels / 2, panels, split.data(), stride);
-          for (int r = 0; r < rows; ++r) {
-            std::vector<float> alone(static_cast<size_t>(stride));
-            cpu::PanelMatMul(x.data() + r * in, 1, in, packed.get(), out, 0, panels, alone.data(), stride);
-            for (int64_t o = 0; o < out; ++o) {
-              ExpectDot(y[r * stride + o], x.data() + r * in, w, o, where);
-              ASSERT_EQ(alone[o], y[r * stride + o]) << where << ": row " << r << " alone differs from the batch";
-              ASSERT_EQ(split[r * stride + o], y[r * stride + o]) << where << ": split panel range differs";
+    for (DType t : {DType::kF32, DType::kBF16}) {
+      for (int64_t in : {1, 7, 33, 1031}) {
+        for (int64_t out : {1, 16, 37, 70}) {
+          const RandomMatrix w(t, out, in, rng);
+          const int64_t panels = cpu::NumPanels(out);
+          std::unique_ptr<void, decltype(&std::free)> packed(
+              std::aligned_alloc(64, (cpu::PackedPanelsBytes(out, in, t) + 63) / 64 * 64), &std::free);
+          cpu::PackPanels(w.data(), t, out, in, 0, panels, packed.get());
+          const int64_t stride = out + 3;  // columns past `out` must stay untouched
+          for (int rows : {1, 2, 3, 5, 6, 7, 13, 17, 25}) {
+            const std::string where = std::string(DTypeName(t)) + " in " + std::to_string(in) + " out " +
+                                      std::to_string(out) + " rows " + std::to_string(rows);
+            const std::vector<float> x = RandomVector(static_cast<size_t>(rows * in), rng);
+            const float nan = std::numeric_limits<float>::quiet_NaN();
+            std::vector<float> y(static_cast<size_t>(rows * stride), nan);
+            cpu::PanelMatMul(x.data(), rows, in, packed.get(), t, out, 0, panels, y.data(), stride);
+            std::vector<float> split(y.size(), nan);
+            cpu::PanelMatMul(x.data(), rows, in, packed.get(), t, out, 0, panels / 2, split.data(), stride);
+            cpu::PanelMatMul(x.data(), rows, in, packed.get(), t, out, panels / 2, panels, split.data(), stride);
+            for (int r = 0; r < rows; ++r) {
+              std::vector<float> alone(static_cast<size_t>(stride));
+              cpu::PanelMatMul(x.data() + r * in, 1, in, packed.get(), t, out, 0, panels, alone.data(), stride);
+              for (int64_t o = 0; o < out; ++o) {
+                ExpectDot(y[r * stride + o], x.data() + r * in, w, o, where);
+                ASSERT_EQ(alone[o], y[r * stride + o]) << where << ": row " << r << " alone differs from the batch";
+                ASSERT_EQ(split[r * stride + o], y[r * stride + o]) << where << ": split panel range differs";
+              }
+              for (int64_t o = out; o < stride; ++o) {
+                ASSERT_TRUE(std::isnan(y[r * stride + o])) << where << ": wrote past out";
+              }
             }
-            for (int64_t o = out; o < stride; ++o) ASSERT_TRUE(std::isnan(y[r * stride + o])) << where << ": wrote past out";
           }
         }
       }

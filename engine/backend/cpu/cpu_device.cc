@@ -43,7 +43,7 @@ absl::StatusOr<Weight> CpuDevice::UploadWeight(const HostTensor& t) {
   w.cols = t.shape.back();
   const size_t n = static_cast<size_t>(w.rows * w.cols);
   const bool aligned = reinterpret_cast<uintptr_t>(t.data) % DTypeSize(t.dtype) == 0;
-  if (t.shape.size() == 2 && t.matmul_only && t.dtype == DType::kF32) return PackForMatMul(t, w);
+  if (t.shape.size() == 2 && t.matmul_only && cpu::HasPanels(t.dtype)) return PackForMatMul(t, w);
   if (t.shape.size() == 2 && aligned) {
     // Matrices are used in place, straight from the mapping.
     w.dtype = t.dtype;
@@ -65,24 +65,25 @@ absl::StatusOr<Weight> CpuDevice::UploadWeight(const HostTensor& t) {
 }
 
 absl::StatusOr<Weight> CpuDevice::PackForMatMul(const HostTensor& t, Weight w) {
-  // Column panels (panel_kernels.h): the products run ~1.5x faster at 16-32 rows than on the
+  // Column panels (panel_kernels.h): F32 products run ~1.5x faster at 16-32 rows than on the
   // checkpoint's rows, and each output keeps one summation order for any row count.
-  const size_t bytes = (cpu::PackedPanelsSize(w.rows, w.cols) * sizeof(float) + 63) / 64 * 64;
-  auto* panels = static_cast<float*>(std::aligned_alloc(64, bytes));
+  const size_t bytes = (cpu::PackedPanelsBytes(w.rows, w.cols, t.dtype) + 63) / 64 * 64;
+  void* panels = std::aligned_alloc(64, bytes);
   if (panels == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes of weights"));
-  std::shared_ptr<float> owner(panels, &std::free);
-  // Row-aligned copies when the mapping gives an unaligned float pointer (an odd data offset).
-  const float* rows = static_cast<const float*>(t.data);
+  std::shared_ptr<void> owner(panels, &std::free);
+  const size_t src_bytes = static_cast<size_t>(w.rows * w.cols) * DTypeSize(t.dtype);
+  // An aligned copy when the mapping gives a misaligned element pointer (an odd data offset).
+  const void* rows = t.data;
   std::vector<float> aligned_rows;
-  if (reinterpret_cast<uintptr_t>(t.data) % alignof(float) != 0) {
-    aligned_rows.resize(static_cast<size_t>(w.rows * w.cols));
-    std::memcpy(aligned_rows.data(), t.data, aligned_rows.size() * sizeof(float));
+  if (reinterpret_cast<uintptr_t>(t.data) % DTypeSize(t.dtype) != 0) {
+    aligned_rows.resize((src_bytes + sizeof(float) - 1) / sizeof(float));
+    std::memcpy(aligned_rows.data(), t.data, src_bytes);
     rows = aligned_rows.data();
   }
   // Single-threaded: uploads may run beside the ops that own pool_.
-  cpu::PackPanels(rows, w.rows, w.cols, 0, cpu::NumPanels(w.rows), panels);
-  if (t.file_mapped) DropMappedPages(t.data, static_cast<size_t>(w.rows * w.cols) * sizeof(float));
-  w.dtype = DType::kF32;
+  cpu::PackPanels(rows, t.dtype, w.rows, w.cols, 0, cpu::NumPanels(w.rows), panels);
+  if (t.file_mapped) DropMappedPages(t.data, src_bytes);
+  w.dtype = t.dtype;
   w.layout = WeightLayout::kPanels16;
   w.data = panels;
   w.owner = std::move(owner);
@@ -188,8 +189,8 @@ absl::Status CpuDevice::MatMul(const Buffer& x, int rows, const Weight& w, const
   if (w.layout == WeightLayout::kPanels16) {
     // Faster than SGEMM at every row count measured (bench/matmul_bench), so in both modes.
     pool_.ParallelFor(static_cast<size_t>(cpu::NumPanels(w.rows)), 4, [&](size_t b, size_t e) {
-      cpu::PanelMatMul(x.data, rows, w.cols, static_cast<const float*>(w.data), w.rows, static_cast<int64_t>(b),
-                       static_cast<int64_t>(e), out.data, w.rows);
+      cpu::PanelMatMul(x.data, rows, w.cols, w.data, w.dtype, w.rows, static_cast<int64_t>(b), static_cast<int64_t>(e),
+                       out.data, w.rows);
     });
   } else if (!batch_invariant_ && rows > kGemmMinRows) {
     if (auto s = Gemm(x.data, rows, w, out.data); !s.ok()) return s;

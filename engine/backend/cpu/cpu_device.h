@@ -1,5 +1,5 @@
 // The CPU backend: the reference implementation of the device interface and the fallback when no
-// GPU is present. F32 projection weights are packed into column panels at load (panel_kernels.h);
+// GPU is present. F32/BF16 projection weights are packed into column panels at load (panel_kernels.h);
 // other weights are used in place from the memory-mapped checkpoint. Matrix products run on Highway
 // kernels, or OpenBLAS SGEMM for prefill without batch invariance, spread over all cores.
 #pragma once
@@ -51,7 +51,7 @@ class CpuDevice final : public Device {
   static constexpr int kGemmMinRows = 8;
   static constexpr int kGemmAttentionMinRows = 16;
   absl::Status Gemm(const float* x, int rows, const Weight& w, float* y);
-  // An F32 matrix used only by MatMul, copied into column panels.
+  // An F32/BF16 matrix used only by MatMul, copied into column panels.
   static absl::StatusOr<Weight> PackForMatMul(const HostTensor& t, Weight w);
   static void DropMappedPages(const void* data, size_t bytes);
   void AttentionRows(const Buffer& q, const KvCache& cache, int layer, std::span<const AttentionSeq> seqs,
