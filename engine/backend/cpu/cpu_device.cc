@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend/buffer_checks.h"
@@ -80,8 +81,18 @@ absl::StatusOr<Weight> CpuDevice::PackForMatMul(const HostTensor& t, Weight w) {
     std::memcpy(aligned_rows.data(), t.data, src_bytes);
     rows = aligned_rows.data();
   }
-  // Single-threaded: uploads may run beside the ops that own pool_.
-  cpu::PackPanels(rows, t.dtype, w.rows, w.cols, 0, cpu::NumPanels(w.rows), panels);
+  // On threads of its own (uploads may run beside the ops that own pool_): packing is a transpose
+  // plus first-touch page faults, ~2-4 s per GB on one thread here.
+  const int64_t num_panels = cpu::NumPanels(w.rows);
+  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, std::max<int64_t>(1, num_panels / 16));
+  std::vector<std::thread> packers;
+  for (int64_t i = 1; i < threads; ++i) {
+    packers.emplace_back([&, i] {
+      cpu::PackPanels(rows, t.dtype, w.rows, w.cols, num_panels * i / threads, num_panels * (i + 1) / threads, panels);
+    });
+  }
+  cpu::PackPanels(rows, t.dtype, w.rows, w.cols, 0, num_panels / threads, panels);
+  for (auto& th : packers) th.join();
   if (t.file_mapped) DropMappedPages(t.data, src_bytes);
   w.dtype = t.dtype;
   w.layout = WeightLayout::kPanels16;
