@@ -487,19 +487,25 @@ int RunKernels(const Options& o) {
   const bool sync_each_op = o.device != "cpu";
   auto maybe_sync = [&]() { if (sync_each_op) BENCH_CHECK(d.Synchronize()); };
   const CheckpointTensors ckpt = Unwrap(CheckpointTensors::Open(o.model_dir), "checkpoint");
-  auto bind = [&](const std::string& name) { return Unwrap(d.UploadWeight(Unwrap(ckpt.Get(name), name.c_str())), name.c_str()); };
+  // Projections and lm_head as LlamaModel uploads them (`matmul_only`: the CPU packs them into panels).
+  auto bind = [&](const std::string& name, bool matmul_only = false) {
+    HostTensor t = Unwrap(ckpt.Get(name), name.c_str());
+    t.matmul_only = matmul_only;
+    return Unwrap(d.UploadWeight(t), name.c_str());
+  };
   struct Layer { Weight in_norm, post_norm, q, k, v, o, gate, up, down; };
   std::vector<Layer> layers;
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     layers.push_back({bind(p + "input_layernorm.weight"), bind(p + "post_attention_layernorm.weight"),
-                      bind(p + "self_attn.q_proj.weight"), bind(p + "self_attn.k_proj.weight"),
-                      bind(p + "self_attn.v_proj.weight"), bind(p + "self_attn.o_proj.weight"),
-                      bind(p + "mlp.gate_proj.weight"), bind(p + "mlp.up_proj.weight"), bind(p + "mlp.down_proj.weight")});
+                      bind(p + "self_attn.q_proj.weight", true), bind(p + "self_attn.k_proj.weight", true),
+                      bind(p + "self_attn.v_proj.weight", true), bind(p + "self_attn.o_proj.weight", true),
+                      bind(p + "mlp.gate_proj.weight", true), bind(p + "mlp.up_proj.weight", true),
+                      bind(p + "mlp.down_proj.weight", true)});
   }
   const Weight embed = bind("model.embed_tokens.weight");
   const Weight final_norm = bind("model.norm.weight");
-  const Weight lm_head = ckpt.Has("lm_head.weight") ? bind("lm_head.weight") : embed;
+  const Weight lm_head = ckpt.Has("lm_head.weight") ? bind("lm_head.weight", true) : embed;
   const std::vector<float> inv_freq_host = c.RopeInvFreq();
   const Weight inv_freq = Unwrap(
       d.UploadWeight({DType::kF32, {static_cast<int64_t>(inv_freq_host.size())}, inv_freq_host.data(), nullptr}), "rope");

@@ -21,7 +21,7 @@ namespace brickserve {
 // How a weight matrix is laid out in memory.
 enum class WeightLayout : uint8_t {
   kRowMajor,  // [rows, cols], the checkpoint's layout
-  kPanels16,  // CPU, F32: column panels of 16 rows, k-major (engine/backend/cpu/panel_kernels.h)
+  kPanels16,  // CPU, F32/BF16: column panels of 16 rows, k-major (engine/backend/cpu/panel_kernels.h)
 };
 
 // A weight resident on a device: a matrix [rows, cols] or a vector (rows == 1).
