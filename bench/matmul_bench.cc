@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <memory>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -56,9 +54,7 @@ int main(int argc, char** argv) {
     brickserve::cpu::MatVecRows(x.data(), rows, in, w.data(), brickserve::DType::kF32, 0, out, y.data(), out);
   });
   namespace cpu = brickserve::cpu;
-  // The kernel loads whole panel vectors: 64-byte aligned storage.
-  const size_t panel_bytes = (cpu::PackedPanelsBytes(out, in, brickserve::DType::kF32) + 63) / 64 * 64;
-  std::unique_ptr<float, decltype(&std::free)> panels(static_cast<float*>(std::aligned_alloc(64, panel_bytes)), &std::free);
+  const cpu::PanelStorage panels = cpu::AllocatePanels(out, in, brickserve::DType::kF32);
   cpu::PackPanels(w.data(), brickserve::DType::kF32, out, in, 0, cpu::NumPanels(out), panels.get());
   std::vector<float> y_panels(y.size());
   const double panel = MedianGflops(runs, flops, [&] {

@@ -3,9 +3,7 @@
 // vector width and tails. Against double-precision loops on fresh random inputs; tolerances are
 // relative to the sum of |terms| (float accumulation over <= ~1000 terms stays well under 1e-5).
 #include <cmath>
-#include <cstdlib>
 #include <limits>
-#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -84,8 +82,7 @@ TEST(CpuKernels, PanelMatMulMatchesReferenceAndIsBatchInvariantOnEveryTarget) {
         for (int64_t out : {1, 16, 37, 70}) {
           const RandomMatrix w(t, out, in, rng);
           const int64_t panels = cpu::NumPanels(out);
-          std::unique_ptr<void, decltype(&std::free)> packed(
-              std::aligned_alloc(64, (cpu::PackedPanelsBytes(out, in, t) + 63) / 64 * 64), &std::free);
+          const cpu::PanelStorage packed = cpu::AllocatePanels(out, in, t);
           cpu::PackPanels(w.data(), t, out, in, 0, panels, packed.get());
           const int64_t stride = out + 3;  // columns past `out` must stay untouched
           for (int rows : {1, 2, 3, 5, 6, 7, 13, 17, 25}) {

@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "engine/backend/dtype.h"
 
@@ -23,6 +25,16 @@ inline bool HasPanels(DType dtype) { return dtype == DType::kF32 || dtype == DTy
 // Bytes of the packed form of an [out, in] matrix (the last panel zero padded).
 inline size_t PackedPanelsBytes(int64_t out, int64_t in, DType dtype) {
   return static_cast<size_t>(NumPanels(out) * kPanelWidth * in) * DTypeSize(dtype);
+}
+
+// Storage for a packed matrix, 64-byte aligned (the kernels load whole panel vectors); null when
+// the allocation fails.
+struct FreePanels {
+  void operator()(void* p) const { std::free(p); }
+};
+using PanelStorage = std::unique_ptr<void, FreePanels>;
+inline PanelStorage AllocatePanels(int64_t out, int64_t in, DType dtype) {
+  return PanelStorage(std::aligned_alloc(64, (PackedPanelsBytes(out, in, dtype) + 63) / 64 * 64));
 }
 
 // Packs panels [p_begin, p_end) of the row-major matrix w [out, in] (F32 or BF16) into `panels`
