@@ -29,8 +29,10 @@
 // batching, timed as bench/batch_runner.h does: decode tok/s counts every token generated after the
 // last request's first token, over the time from then to the last token (all N sequences
 // decoding); throughput tok/s is all generated tokens / wall time (prefill included). The KV pool
-// is enlarged to hold N full requests. Printed after the usual output, ending in BATCH_RESULT
-// lines; --only batch runs only this part.
+// is enlarged to hold N full requests. --max-step-ratio R sets the scheduler's step time target
+// (default: the engine's, 2.5; 0 = none: prompts go in whole chunks while others decode, as before
+// the target existed). Printed after the usual output, ending in BATCH_RESULT lines; --only batch
+// runs only this part.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -89,6 +91,7 @@ struct Options {
   std::string device = "cpu";  // cpu | cuda | auto
   std::vector<int> batch;      // --batch: concurrent request counts for batched decode
   int kv_pool_tokens = 0;      // the KV pool: kv_cache_tokens, or enough for the largest batch
+  double max_step_ratio = -1;  // --max-step-ratio; < 0: the engine's default
 };
 
 [[noreturn]] void Usage(const char* msg = nullptr) {
@@ -98,6 +101,7 @@ struct Options {
                "                    [--decode-prompt 128] [--decode-new 128] [--prefill-prompt 512]\n"
                "                    [--max-batch-tokens 512] [--kv-cache-tokens 1024] [--membw-gbs X | --membw PATH]\n"
                "                    [--only all|decode|prefill|batch] [--device cpu|cuda|auto] [--batch 1,8,64]\n"
+               "                    [--max-step-ratio R]\n"
                "       engine_bench --model DIR --kernels [--kernel-passes 10] [--threads T] [--membw-gbs X | --membw PATH]\n"
                "                    [--device cpu|cuda|auto]\n");
   std::exit(2);
@@ -125,6 +129,7 @@ Options ParseArgs(int argc, char** argv) {
     else if (a == "--kernels") o.kernels = true;
     else if (a == "--only") o.only = next();
     else if (a == "--kernel-passes") o.kernel_passes = std::stoi(next());
+    else if (a == "--max-step-ratio") o.max_step_ratio = std::stod(next());
     else if (a == "--device") o.device = next();
     else if (a == "--batch") {
       std::stringstream ss(next());
@@ -361,6 +366,7 @@ class EngineRunner final : public Runner {
     eo.kv_block_size = o.kv_block_size;
     eo.kv_cache_tokens = o.kv_pool_tokens;
     eo.max_context = o.kv_cache_tokens;
+    if (o.max_step_ratio >= 0) eo.max_step_ratio = o.max_step_ratio;
     if (!o.batch.empty()) eo.max_running = std::max(eo.max_running, *std::max_element(o.batch.begin(), o.batch.end()));
     auto e = Engine::Load(eo);
     if (!e.ok()) return e.status();

@@ -48,11 +48,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   if (options.max_context > 0) e->max_context_ = std::min(e->max_context_, options.max_context);
   if (options.max_batch_tokens <= 0 || options.kv_block_size <= 0 || options.max_running <= 0 ||
       options.max_queued_requests < 0 || options.kv_cache_tokens < 0 || options.prefill_chunk_tokens < 0 ||
-      !(options.max_step_ms >= 0)) {
+      !(options.max_step_ms >= 0) || !(options.max_step_ratio >= 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "engine options: max_batch_tokens (", options.max_batch_tokens, "), kv_block_size (", options.kv_block_size,
         ") and max_running (", options.max_running, ") must be positive; max_queued_requests, kv_cache_tokens "
-        "prefill_chunk_tokens and max_step_ms must not be negative"));
+        "prefill_chunk_tokens, max_step_ms and max_step_ratio must not be negative"));
   }
   BS_ASSIGN_OR_RETURN(e->device_, CreateDevice(options.device));
   BS_ASSIGN_OR_RETURN(e->model_, LlamaModel::Load(options.model_dir, e->config_, e->device_.get(),
@@ -99,6 +99,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
   so.max_running = options.max_running;
   so.prefill_chunk_tokens = options.prefill_chunk_tokens;
   so.max_step_ms = options.max_step_ms;
+  so.max_step_ratio = options.max_step_ratio;
   so.max_queued_requests = options.max_queued_requests;
   so.max_queued_tokens = options.max_queued_tokens;
   so.max_context = e->max_context_;

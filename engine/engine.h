@@ -32,6 +32,7 @@ struct EngineOptions {
   int max_running = 64;         // requests batched together
   int prefill_chunk_tokens = 0; // prompt rows a step may add while requests decode; 0 = max_batch_tokens
   double max_step_ms = 0;       // time target of a step while requests decode (sizes prompt chunks); 0 = none
+  double max_step_ratio = 2.5;  // without max_step_ms: the target as a multiple of a lone decode step; 0 = none
   int max_queued_requests = 256;
   int64_t max_queued_tokens = 0;  // prompt tokens waiting; 0 = no limit
   bool prefix_cache = true;     // share the KV of common prompt prefixes between requests

@@ -91,6 +91,10 @@ absl::Status NormalizeServerConfig(v1::ServerConfig* c) {
                               {"brick_dir_poll_s", c->brick_dir_poll_s()}}) {
     if (auto s = NonNegative(field, value); !s.ok()) return s;
   }
+  if (c->has_max_step_ratio() && !(c->max_step_ratio() >= 0 && c->max_step_ratio() <= 1000)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_step_ratio = ", c->max_step_ratio(), " must be between 0 (no target) and 1000"));
+  }
   if (c->core_guard_max_relative_delta() < 0 || c->core_map_ratio() < 0) {
     return absl::InvalidArgumentError(c->core_map_ratio() < 0 ? "core_map_ratio must not be negative"
                                                               : "core_guard_max_relative_delta must not be negative");
@@ -148,6 +152,7 @@ EngineOptions ToEngineOptions(const v1::ServerConfig& c) {
   if (c.max_running_requests() > 0) o.max_running = c.max_running_requests();
   o.prefill_chunk_tokens = c.prefill_chunk_tokens();
   o.max_step_ms = c.max_step_ms();
+  if (c.has_max_step_ratio()) o.max_step_ratio = c.max_step_ratio();
   o.max_queued_requests = c.limits().max_queued_requests() > 0 ? c.limits().max_queued_requests() : 64;
   o.max_queued_tokens = c.limits().max_queued_tokens();
   o.prefix_cache = !c.has_prefix_cache() || c.prefix_cache();

@@ -43,6 +43,7 @@ struct EngineStats {
   int kv_blocks_in_use = 0;   // referenced by a running request
   int kv_blocks_cached = 0;   // holding reusable prefix KV (in use or evictable)
   int kv_block_size = 0;
+  double step_time_target_s = 0;  // what prompt chunks are sized to while requests decode; 0 = none
   // Counters.
   uint64_t requests_admitted = 0;   // entered the running batch for the first time
   uint64_t requests_finished = 0;

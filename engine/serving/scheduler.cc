@@ -242,12 +242,11 @@ void Scheduler::ScheduleRunning(int* budget, std::vector<Planned>* plan, bool* p
       // Requests are decoding: cap the prompt rows added to their step (the rest of this step's
       // budget, new admissions included), so their next token is not held up by a long prompt.
       if (options_.prefill_chunk_tokens > 0) *budget = std::min(*budget, options_.prefill_chunk_tokens);
-      if (options_.max_step_ms > 0 && step_cost_.ready()) {
+      if (const double target = StepTarget(); target > 0) {
         // As many as the time target leaves after the decode rows, but at least a KV block's
         // worth, so prompts still progress when the decode rows alone overrun it.
         int decode_rows = 0;
         for (const Planned& p : *plan) decode_rows += p.tokens;
-        const double target = options_.max_step_ms * 1e-3;
         const int fit = std::max(step_cost_.RowsWithin(target) - decode_rows, pool_->block_size());
         *budget = std::min(*budget, fit);
       }
@@ -493,6 +492,15 @@ void Scheduler::Deliver(std::vector<SeqPtr>& done, const absl::Status& status) {
   idle_cv_.notify_all();
 }
 
+double Scheduler::StepTarget() const {
+  if (!step_cost_.ready()) return 0;
+  if (options_.max_step_ms > 0) return options_.max_step_ms * 1e-3;
+  // A lone decode step is what one request alone waits between tokens: the ratio bounds how much
+  // a crowd of arriving prompts may stretch everyone's inter-token gap beyond that.
+  if (options_.max_step_ratio > 0) return options_.max_step_ratio * step_cost_.Predict(1);
+  return 0;
+}
+
 void Scheduler::UpdateGauges() {
   std::lock_guard<std::mutex> lock(mu_);
   std::lock_guard<std::mutex> stats_lock(stats_mu_);
@@ -503,6 +511,7 @@ void Scheduler::UpdateGauges() {
   stats_.kv_blocks_in_use = pool_->num_in_use();
   stats_.kv_blocks_cached = pool_->num_cached();
   stats_.kv_block_size = pool_->block_size();
+  stats_.step_time_target_s = StepTarget();
 }
 
 }  // namespace brickserve

@@ -32,6 +32,9 @@ struct SchedulerOptions {
   int max_running = 64;            // requests in the running batch
   int prefill_chunk_tokens = 0;    // prompt rows per step while requests decode; 0 = no cap
   double max_step_ms = 0;          // predicted step time while requests decode; 0 = no target
+  // Without max_step_ms: the step time target as a multiple of a lone decode step's predicted
+  // time, so the target follows the host and model; 0 = none.
+  double max_step_ratio = 0;
   int max_queued_requests = 256;   // waiting requests before RESOURCE_EXHAUSTED
   int64_t max_queued_tokens = 0;   // prompt tokens waiting before RESOURCE_EXHAUSTED; 0 = no limit
   int max_context = 0;
@@ -97,6 +100,8 @@ class Scheduler {
   void InsertWaiting(SeqPtr seq);  // caller holds mu_
   void Deliver(std::vector<SeqPtr>& done, const absl::Status& status = absl::OkStatus());
   void UpdateGauges();
+  // The time target of a step while requests decode, in seconds; 0 = none (or not learned yet).
+  double StepTarget() const;
 
   LlamaModel* const model_;
   KvCache* const cache_;

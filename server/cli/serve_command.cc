@@ -77,6 +77,7 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
       prefill_chunk = c.prefill_chunk_tokens(), max_step_ms = c.max_step_ms();
   int max_queued_tokens = static_cast<int>(l.max_queued_tokens());
   bool prefix_cache = !c.has_prefix_cache() || c.prefix_cache();
+  float max_step_ratio = static_cast<float>(c.has_max_step_ratio() ? c.max_step_ratio() : EngineOptions{}.max_step_ratio);
   bool batch_invariant = !c.has_batch_invariant() || c.batch_invariant();
   int max_new = l.max_new_tokens(), default_new = l.default_max_new_tokens(), max_prompt = l.max_prompt_tokens(),
       max_stops = l.max_stop_strings(), max_stop_bytes = l.max_stop_string_bytes(),
@@ -111,6 +112,9 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
             "prompt tokens a step adds while others decode (0 = max-batch-tokens; smaller = steadier streaming)");
   flags.Int("max-step-ms", &max_step_ms,
             "time target of a step while others decode: sizes prompt chunks from measured step times (0 = none)");
+  flags.Float("max-step-ratio", &max_step_ratio,
+              "without --max-step-ms: the step time target as a multiple of a lone decode step's time "
+              "(default 2.5; 0 = no target)");
   flags.Bool("prefix-cache", &prefix_cache, "share the KV of common prompt prefixes (default true)");
   flags.Bool("batch-invariant", &batch_invariant,
              "output independent of batching, bit for bit (default true; false: faster CPU prefill)");
@@ -135,6 +139,7 @@ absl::Status ParseServeFlags(int argc, char** argv, int first, v1::ServerConfig*
   c.set_max_running_requests(max_running);
   c.set_prefill_chunk_tokens(prefill_chunk);
   c.set_max_step_ms(max_step_ms);
+  c.set_max_step_ratio(max_step_ratio);
   c.set_prefix_cache(prefix_cache);
   c.set_batch_invariant(batch_invariant);
   l.set_max_queued_tokens(max_queued_tokens);

@@ -176,6 +176,8 @@ std::vector<MetricFamily> ServerMetrics::CollectEngine() const {
                   s.queue_time),
       FromLatency("brickserve_engine_step_seconds", "Duration of one forward step of the running batch.",
                   s.step_time),
+      Single("brickserve_engine_step_target_seconds",
+             "Time target prompt chunks are sized to while requests decode (0: none).", kG, s.step_time_target_s),
   };
   // Emergent modules (with a module set): how much of the FFN ran, and every module's token count
   // (layers x modules series: a few thousand for a 7B model, the price of seeing unused modules).

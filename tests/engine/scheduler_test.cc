@@ -4,6 +4,7 @@
 #include <future>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 
 #include "engine/engine.h"
@@ -17,7 +18,8 @@ using testing::GoldenCaseNames;
 using testing::LoadGoldenCase;
 
 std::unique_ptr<Engine> LoadEngine(const std::string& dir, int kv_tokens, bool prefix_cache, int max_queued = 256,
-                                   int max_running = 64, int prefill_chunk_tokens = 0, double max_step_ms = 0) {
+                                   int max_running = 64, int prefill_chunk_tokens = 0, double max_step_ms = 0,
+                                   double max_step_ratio = 0) {
   EngineOptions o;
   o.model_dir = dir;
   o.device.threads = 2;
@@ -29,6 +31,7 @@ std::unique_ptr<Engine> LoadEngine(const std::string& dir, int kv_tokens, bool p
   o.max_running = max_running;
   o.prefill_chunk_tokens = prefill_chunk_tokens;
   o.max_step_ms = max_step_ms;
+  o.max_step_ratio = max_step_ratio;  // off unless asked: step counts below must not depend on timing
   auto e = Engine::Load(o);
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? *std::move(e) : nullptr;
@@ -353,24 +356,53 @@ TEST_F(SchedulerTest, PrefillChunkCapsPromptRowsWhileOthersDecode) {
 
 // A step time target sizes the chunks from measured step times: one no step can meet leaves the
 // floor of one KV block (4 tokens here) per step; one every step meets leaves the prompt whole.
+// The target is max_step_ms, or max_step_ratio times a lone decode step's predicted time.
 TEST_F(SchedulerTest, StepTimeTargetSizesPromptChunksWhileOthersDecode) {
   const auto c = LoadGoldenCase("llama_mha_f32");
-  for (double max_step_ms : {1e-9, 1e9}) {
-    auto engine = LoadEngine(c.dir, 0, false, 256, 64, 0, max_step_ms);
+  struct Target {
+    double ms, ratio;
+    bool tight;
+  };
+  for (const Target t : {Target{1e-9, 0, true}, Target{1e9, 0, false}, Target{0, 1e-9, true},
+                         Target{0, 1e9, false}, Target{1e9, 1e-9, false}}) {
+    SCOPED_TRACE(absl::StrCat("max_step_ms ", t.ms, ", max_step_ratio ", t.ratio));
+    auto engine = LoadEngine(c.dir, 0, false, 256, 64, 0, t.ms, t.ratio);
     ASSERT_NE(engine, nullptr);
+    EXPECT_EQ(engine->Stats().step_time_target_s, 0) << "nothing learned yet";
     // Steps of several sizes to learn from (a prompt step, then decode steps).
     GenerationRequest warm;
     warm.prompt_ids = {5, 6, 7, 8, 9, 10, 11, 12};
     warm.max_new_tokens = 2 * StepCostModel::kMinSteps;
     warm.ignore_eos = true;
     ASSERT_TRUE(engine->Generate(warm).ok());
+    const double target = engine->Stats().step_time_target_s;
+    if (t.ms > 0) {
+      EXPECT_DOUBLE_EQ(target, t.ms * 1e-3) << "max_step_ms wins over the ratio";
+    } else {
+      EXPECT_GT(target, 0);
+      EXPECT_EQ(target < 1, t.tight) << target;
+    }
     const int64_t steps = StepsToPrefillBesideADecode(*engine);
-    if (max_step_ms < 1) {
+    if (t.tight) {
       EXPECT_EQ(steps, 1 + 40 / 4) << "step k, then ten 4-token chunks (one KV block each)";
     } else {
       EXPECT_EQ(steps, 1 + 1) << "step k, then the whole prompt in one step";
     }
   }
+}
+
+// Without a target (both 0) the gauge says so and prompts go in whole.
+TEST_F(SchedulerTest, NoStepTimeTargetWhenBothAreOff) {
+  const auto c = LoadGoldenCase("llama_mha_f32");
+  auto engine = LoadEngine(c.dir, 0, false);
+  ASSERT_NE(engine, nullptr);
+  GenerationRequest warm;
+  warm.prompt_ids = {5, 6, 7, 8, 9, 10, 11, 12};
+  warm.max_new_tokens = 2 * StepCostModel::kMinSteps;
+  warm.ignore_eos = true;
+  ASSERT_TRUE(engine->Generate(warm).ok());
+  EXPECT_EQ(engine->Stats().step_time_target_s, 0);
+  EXPECT_EQ(StepsToPrefillBesideADecode(*engine), 1 + 1);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // The serve configuration: text-format file, flags laid over it, normalisation and limits.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -65,6 +66,13 @@ TEST(ServerConfig, NormaliseFillsDefaultsAndChecksFields) {
   c.set_max_step_ms(-1);
   EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "max_step_ms = -1"));
   c.set_max_step_ms(0);
+  c.set_max_step_ratio(-0.5);
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "max_step_ratio = -0.5"));
+  c.set_max_step_ratio(std::nan(""));
+  EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "max_step_ratio = nan"));
+  c.set_max_step_ratio(0);
+  EXPECT_TRUE(NormalizeServerConfig(&c).ok());
+  c.clear_max_step_ratio();
   c.mutable_limits()->set_max_queued_requests(-3);
   EXPECT_TRUE(Contains(NormalizeServerConfig(&c), "limits.max_queued_requests = -3"));
   c.mutable_limits()->set_max_queued_requests(0);
@@ -152,6 +160,14 @@ TEST(ServeFlags, FlagsOverrideTheConfigFile) {
   EXPECT_EQ(ToEngineOptions(c).prefill_chunk_tokens, 24);
   EXPECT_EQ(c.max_step_ms(), 150);                // flag
   EXPECT_EQ(ToEngineOptions(c).max_step_ms, 150.0);
+  EXPECT_EQ(ToEngineOptions(c).max_step_ratio, 2.5);  // neither: the default
+  ASSERT_TRUE(Parse({"--config", path, "--max-step-ratio", "0"}, &c, &usage).ok());
+  EXPECT_EQ(ToEngineOptions(c).max_step_ratio, 0.0);  // 0 turns the target off, not "default"
+  ASSERT_TRUE(Parse({"--config", path, "--max-step-ratio=1.5"}, &c, &usage).ok());
+  EXPECT_EQ(ToEngineOptions(c).max_step_ratio, 1.5);
+  v1::ServerConfig unset;
+  EXPECT_FALSE(unset.has_max_step_ratio());
+  EXPECT_EQ(ToEngineOptions(unset).max_step_ratio, 2.5);
   std::remove(path.c_str());
 }
 
