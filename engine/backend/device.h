@@ -71,7 +71,9 @@ struct KvCacheSpec {
 
 struct KvCache {
   KvCacheSpec spec;
-  Buffer storage;  // per layer, the K then the V slot array: [num_blocks * block_size, kv_heads * head_dim]
+  // Per layer, the K then the V slot array: [num_blocks * block_size, kv_heads * head_dim]. A backend
+  // may order values within a block as its kernels prefer (the CPU keeps each block's K transposed).
+  Buffer storage;
   // The K (which = 0) or V (which = 1) slot array of `layer` (a device address).
   float* LayerSlots(int layer, int which) const {
     const size_t kv_dim = static_cast<size_t>(spec.num_kv_heads) * spec.head_dim;

@@ -1,9 +1,12 @@
 // Generation through the real server: unary and streamed output equal the engine's own (the float64
 // reference decode for greedy, an in-process Engine for sampling, logprobs and stops), and a
 // cancelled or timed-out call stops generating and frees its request at once.
+#include <algorithm>
 #include <condition_variable>
 #include <fstream>
+#include <memory>
 #include <mutex>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "engine/engine.h"
@@ -111,6 +114,33 @@ class GenerateE2E : public ServerTest {
     r.set_max_new_tokens(500);
     r.set_ignore_eos(true);
     return r;
+  }
+
+  // How long LongRequest() takes here when it runs alone (the fastest of three: the first runs on
+  // a cold server): tests that must act while it runs scale to it instead of assuming a speed (the
+  // whole context can take under 0.1 s).
+  std::chrono::milliseconds LongRequestTime() {
+    static const std::chrono::milliseconds measured = [this] {
+      auto fastest = std::chrono::milliseconds::max();
+      for (int i = 0; i < 3; ++i) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + 120s);
+        v1::GenerateResponse resp;
+        const auto start = std::chrono::steady_clock::now();
+        EXPECT_TRUE(stub_->Generate(&context, LongRequest(), &resp).ok());
+        fastest = std::min(fastest, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - start));
+      }
+      // The server counts a call as done just after answering it: let the counters settle before
+      // the caller takes its "before" snapshot.
+      EXPECT_TRUE(Eventually([&] { return Stats().active_requests() == 0; }));
+      return fastest;
+    }();
+    return measured;
+  }
+  // A deadline that expires a fifth of the way into LongRequest() (at least 10 ms, at most 150 ms).
+  std::chrono::milliseconds MidRequestDeadline() {
+    return std::clamp(LongRequestTime() / 5, std::chrono::milliseconds(10), std::chrono::milliseconds(150));
   }
 
   static nlohmann::json* reference_;
@@ -243,8 +273,9 @@ TEST_F(GenerateE2E, CancellingAStreamStopsGenerationAndFreesTheRequest) {
 }
 
 TEST_F(GenerateE2E, StreamPastItsDeadlineIsDeadlineExceededAndFreed) {
+  const auto deadline = MidRequestDeadline();
   const auto before = Stats();
-  auto context = Context(150ms);
+  auto context = Context(deadline);
   auto reader = stub_->GenerateStream(context.get(), LongRequest());
   v1::GenerateStreamResponse m;
   while (reader->Read(&m)) {
@@ -256,26 +287,34 @@ TEST_F(GenerateE2E, StreamPastItsDeadlineIsDeadlineExceededAndFreed) {
 }
 
 TEST_F(GenerateE2E, UnaryPastItsDeadlineIsDeadlineExceededAndFreed) {
+  const auto deadline = MidRequestDeadline();
   const auto before = Stats();
   v1::GenerateResponse resp;
-  auto context = Context(150ms);
+  auto context = Context(deadline);
   EXPECT_EQ(stub_->Generate(context.get(), LongRequest(), &resp).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   const auto after = StatsOnceFreed(before, &v1::GetServerStatsResponse::deadline_exceeded_requests);
   EXPECT_LT(after.generated_tokens() - before.generated_tokens(), 500);
 }
 
-// A request waiting behind another leaves the queue at once when cancelled; it never reaches the
-// engine.
+// A request waiting behind others leaves the queue at once when cancelled; it never reaches the
+// engine. The KV pool holds one full context, so long requests run one after another: enough of
+// them ahead keep the engine busy for a second or more whatever the machine's speed.
 TEST_F(GenerateE2E, CancellingAQueuedRequestFreesItWithoutWaitingForTheEngine) {
+  const int blockers = static_cast<int>(std::clamp<int64_t>(1000 / std::max<int64_t>(1, LongRequestTime().count()) + 1, 2, 20));
   const auto before = Stats();
-  grpc::ClientContext running_context;
-  running_context.set_deadline(std::chrono::system_clock::now() + 60s);
-  auto running = stub_->GenerateStream(&running_context, LongRequest());
+  std::vector<std::unique_ptr<grpc::ClientContext>> blocker_contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateStreamResponse>>> blocker_readers;
+  for (int i = 0; i < blockers; ++i) {
+    blocker_contexts.push_back(std::make_unique<grpc::ClientContext>());
+    blocker_contexts.back()->set_deadline(std::chrono::system_clock::now() + 120s);
+    blocker_readers.push_back(stub_->GenerateStream(blocker_contexts.back().get(), LongRequest()));
+  }
   v1::GenerateStreamResponse first;
-  ASSERT_TRUE(running->Read(&first));  // the first request holds the engine now
+  ASSERT_TRUE(blocker_readers[0]->Read(&first));  // the first one holds the engine now
+  ASSERT_TRUE(Eventually([&] { return Stats().queued_requests() >= 1; }));
 
   grpc::ClientContext queued_context;
-  queued_context.set_deadline(std::chrono::system_clock::now() + 60s);
+  queued_context.set_deadline(std::chrono::system_clock::now() + 120s);
   const v1::GenerateRequest queued_req = LongRequest();
   v1::GenerateResponse queued_resp;
   std::mutex mu;
@@ -293,23 +332,26 @@ TEST_F(GenerateE2E, CancellingAQueuedRequestFreesItWithoutWaitingForTheEngine) {
   // Whatever fails below, the callback must not outlive the locals it refers to.
   auto cleanup = absl::MakeCleanup([&] {
     queued_context.TryCancel();
-    running_context.TryCancel();
+    for (auto& c : blocker_contexts) c->TryCancel();
     wait_for_queued();
   });
-  ASSERT_TRUE(Eventually([&] { return Stats().queued_requests() == 1; }));
+  ASSERT_TRUE(Eventually([&] { return Stats().total_requests() == before.total_requests() + blockers + 1; }));
   queued_context.TryCancel();
   ASSERT_TRUE(wait_for_queued());
   EXPECT_EQ(queued_status->error_code(), grpc::StatusCode::CANCELLED);
-  // Freed while the first request is still generating.
+  // Freed while the requests ahead of it are still generating.
   v1::GetServerStatsResponse mid;
   ASSERT_TRUE(Eventually([&] {
     mid = Stats();
-    return mid.queued_requests() == 0 && mid.active_requests() == before.active_requests() + 1 &&
-           mid.cancelled_requests() == before.cancelled_requests() + 1;
+    return mid.cancelled_requests() == before.cancelled_requests() + 1;
   })) << mid.ShortDebugString();
+  EXPECT_GE(mid.active_requests(), before.active_requests() + 1) << "the engine had finished everything first";
 
-  running_context.TryCancel();
-  EXPECT_EQ(running->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  for (auto& c : blocker_contexts) c->TryCancel();
+  for (auto& r : blocker_readers) {
+    const grpc::StatusCode code = r->Finish().error_code();
+    EXPECT_TRUE(code == grpc::StatusCode::CANCELLED || code == grpc::StatusCode::OK) << code;
+  }
   ASSERT_TRUE(Eventually([&] { return Stats().active_requests() == before.active_requests(); }));
 }
 

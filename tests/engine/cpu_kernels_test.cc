@@ -138,43 +138,52 @@ TEST(CpuKernels, MatVecGatheredMatchesReferenceOnEveryTarget) {
   });
 }
 
+// K in the CPU cache's layout: transposed within each block (dim c of slot j at c * block_size + j).
+// Block sizes narrower than, equal to and wider than a vector; the last block partly filled.
 TEST(CpuKernels, AttendKvHeadMatchesReferenceOnEveryTarget) {
   std::mt19937 rng(std::random_device{}());
   ForEachTarget([&] {
-    for (int head_dim : {37, 40, 64}) {
-      const int group = 2, block_size = 4, kv_heads = 3, kvh = 1;
-      const size_t kv_stride = static_cast<size_t>(kv_heads) * head_dim;
-      const size_t n = 11;  // three blocks, the last one partly filled
-      const std::vector<int32_t> table = {5, 0, 2};
-      const size_t slots = 6 * block_size;
-      const std::vector<float> k = RandomVector(slots * kv_stride, rng), v = RandomVector(slots * kv_stride, rng);
-      const std::vector<float> q = RandomVector(static_cast<size_t>(group) * head_dim, rng);
-      const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-      std::vector<float> scores(group * n), out(static_cast<size_t>(group) * head_dim, NAN);
-      cpu::AttendKvHead(q.data(), group, head_dim, scale, k.data() + kvh * head_dim, v.data() + kvh * head_dim,
-                        kv_stride, table.data(), block_size, n, scores.data(), out.data());
-      for (int g = 0; g < group; ++g) {
-        std::vector<double> p(n);
-        double mx = -INFINITY, sum = 0;
-        for (size_t t = 0; t < n; ++t) {
-          const size_t row = (static_cast<size_t>(table[t / block_size]) * block_size + t % block_size) * kv_stride +
-                             kvh * head_dim;
-          double s = 0;
-          for (int i = 0; i < head_dim; ++i) s += double(q[g * head_dim + i]) * k[row + i];
-          p[t] = s * scale;
-          mx = std::max(mx, p[t]);
-        }
-        for (double& x : p) sum += x = std::exp(x - mx);
-        for (int i = 0; i < head_dim; ++i) {
-          double o = 0, mag = 0;
-          for (size_t t = 0; t < n; ++t) {
-            const size_t row = (static_cast<size_t>(table[t / block_size]) * block_size + t % block_size) * kv_stride +
-                               kvh * head_dim;
-            o += p[t] / sum * v[row + i];
-            mag += std::fabs(p[t] / sum * v[row + i]);
+    for (int block_size : {4, 16, 32}) {
+      for (int head_dim : {37, 40, 64}) {
+        for (int group : {1, 2, 3}) {
+          const int kv_heads = 3, kvh = 1;
+          const size_t kv_stride = static_cast<size_t>(kv_heads) * head_dim;
+          const size_t n = 2 * block_size + 3 * block_size / 4;  // three blocks, the last one partly filled
+          const std::vector<int32_t> table = {5, 0, 2};
+          const size_t slots = 6 * block_size;
+          const std::vector<float> k = RandomVector(slots * kv_stride, rng), v = RandomVector(slots * kv_stride, rng);
+          const std::vector<float> q = RandomVector(static_cast<size_t>(group) * head_dim, rng);
+          const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+          std::vector<float> scores(group * n), out(static_cast<size_t>(group) * head_dim, NAN);
+          cpu::AttendKvHead(q.data(), group, head_dim, scale, k.data() + static_cast<size_t>(kvh) * head_dim * block_size,
+                            v.data() + kvh * head_dim, kv_stride, table.data(), block_size, n, scores.data(), out.data());
+          const std::string where = "block_size " + std::to_string(block_size) + " head_dim " +
+                                    std::to_string(head_dim) + " group " + std::to_string(group);
+          for (int g = 0; g < group; ++g) {
+            std::vector<double> p(n);
+            double mx = -INFINITY, sum = 0;
+            for (size_t t = 0; t < n; ++t) {
+              const size_t block = static_cast<size_t>(table[t / block_size]), j = t % block_size;
+              double s = 0;
+              for (int i = 0; i < head_dim; ++i) {
+                s += double(q[g * head_dim + i]) * k[block * block_size * kv_stride + (kvh * head_dim + i) * block_size + j];
+              }
+              p[t] = s * scale;
+              mx = std::max(mx, p[t]);
+            }
+            for (double& x : p) sum += x = std::exp(x - mx);
+            for (int i = 0; i < head_dim; ++i) {
+              double o = 0, mag = 0;
+              for (size_t t = 0; t < n; ++t) {
+                const size_t row = (static_cast<size_t>(table[t / block_size]) * block_size + t % block_size) * kv_stride +
+                                   kvh * head_dim;
+                o += p[t] / sum * v[row + i];
+                mag += std::fabs(p[t] / sum * v[row + i]);
+              }
+              ASSERT_LE(std::fabs(out[g * head_dim + i] - o), kRelTol * (mag + 1.0))
+                  << where << " head " << g << " column " << i;
+            }
           }
-          ASSERT_LE(std::fabs(out[g * head_dim + i] - o), kRelTol * (mag + 1.0))
-              << "head_dim " << head_dim << " head " << g << " column " << i;
         }
       }
     }

@@ -257,7 +257,11 @@ absl::Status CpuDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, cons
     if (slots[i] < 0 || static_cast<size_t>(slots[i]) >= slots_total) {
       return absl::OutOfRangeError(absl::StrCat("KV slot ", slots[i], " outside the cache of ", slots_total));
     }
-    std::memcpy(k_base + slots[i] * kv_dim, k.data + i * kv_dim, kv_dim * sizeof(float));
+    // K transposed within its block (see cpu::AttendKvHead), V by slot.
+    const size_t bs = static_cast<size_t>(s.block_size);
+    float* kt = k_base + (slots[i] / bs) * bs * kv_dim + slots[i] % bs;
+    const float* ki = k.data + i * kv_dim;
+    for (size_t c = 0; c < kv_dim; ++c) kt[c * bs] = ki[c];
     std::memcpy(v_base + slots[i] * kv_dim, v.data + i * kv_dim, kv_dim * sizeof(float));
   }
   return absl::OkStatus();
@@ -305,7 +309,8 @@ void CpuDevice::AttentionRows(const Buffer& q, const KvCache& cache, int layer, 
       const size_t n = static_cast<size_t>(pos) + 1;
       const size_t head0 = static_cast<size_t>(kvh) * group * hd;
       scores.resize(n * group);
-      cpu::AttendKvHead(q.data + item.row * q_dim + head0, group, hd, p.scale, k_base + kvh * hd, v_base + kvh * hd,
+      cpu::AttendKvHead(q.data + item.row * q_dim + head0, group, hd, p.scale,
+                        k_base + static_cast<size_t>(kvh) * hd * s.block_size, v_base + kvh * hd,
                         kv_dim, sq.block_table.data(), s.block_size, n, scores.data(), out.data + item.row * q_dim + head0);
     }
   });
@@ -325,10 +330,12 @@ void CpuDevice::AttentionGemm(const Buffer& q, const KvCache& cache, int layer, 
   attn_v_.resize(static_cast<size_t>(ctx) * kv_dim);
   const float* k_base = cache.LayerSlots(layer, 0);
   const float* v_base = cache.LayerSlots(layer, 1);
+  const size_t bs = static_cast<size_t>(s.block_size);
   for (int t = 0; t < ctx; ++t) {
-    const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * s.block_size + t % s.block_size;
-    std::memcpy(attn_k_.data() + t * kv_dim, k_base + slot * kv_dim, kv_dim * sizeof(float));
-    std::memcpy(attn_v_.data() + t * kv_dim, v_base + slot * kv_dim, kv_dim * sizeof(float));
+    const size_t block = static_cast<size_t>(sq.block_table[t / s.block_size]), j = t % s.block_size;
+    const float* kt = k_base + block * bs * kv_dim + j;  // K is transposed within its block
+    for (size_t c = 0; c < kv_dim; ++c) attn_k_[t * kv_dim + c] = kt[c * bs];
+    std::memcpy(attn_v_.data() + t * kv_dim, v_base + (block * bs + j) * kv_dim, kv_dim * sizeof(float));
   }
   // Heads in parallel, each with single-threaded SGEMMs and its own score matrix.
   pool_.ParallelFor(static_cast<size_t>(p.num_heads), 1, [&](size_t h0, size_t h1) {

@@ -26,22 +26,6 @@ using DF = hn::ScalableTag<float>;
 // Highway 1.0 spells the horizontal sum SumOfLanes (broadcast to every lane).
 HWY_INLINE float ReduceSum(DF df, hn::Vec<DF> v) { return hn::GetLane(hn::SumOfLanes(df, v)); }
 
-// dot(a, b) over n floats: two accumulators, then the tail.
-HWY_INLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n) {
-  const DF df;
-  const size_t N = hn::Lanes(df);
-  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
-  size_t i = 0;
-  for (; i + 2 * N <= n; i += 2 * N) {
-    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
-    acc1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), acc1);
-  }
-  for (; i + N <= n; i += N) acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
-  float s = ReduceSum(df, hn::Add(acc0, acc1));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
 // Loads N weights of type T starting at p as floats.
 template <typename T>
 HWY_INLINE hn::Vec<DF> LoadAsF32(DF df, const T* HWY_RESTRICT p) {
@@ -526,11 +510,66 @@ HWY_INLINE void WeightedSumOfRows(const float* HWY_RESTRICT p, const float* v, s
   }
 }
 
+// scores[g * n + t0 + j] = scale * q_g . K column j of one block, j < len, for K stored transposed
+// per block (kt[c * block_size + j]: column j = the block's slot j). Each lane sums its d terms in
+// order over four interleaved partial sums (d mod 4), added at the end: no horizontal reductions,
+// and enough independent sums to keep the FMA units busy.
+HWY_INLINE void BlockScores(const float* HWY_RESTRICT q, int group, size_t hd, float scale, const float* HWY_RESTRICT kt,
+                            size_t bs, size_t len, size_t n, size_t t0, float* HWY_RESTRICT scores) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  constexpr int kHeads = 2, kSplit = 4;
+  HWY_ALIGN float tmp[hn::MaxLanes(df)];
+  for (size_t j0 = 0; j0 < len; j0 += N) {
+    if (bs % N != 0) break;  // blocks narrower than a vector: the scalar loop below
+    for (int g0 = 0; g0 < group; g0 += kHeads) {
+      const int heads = std::min(kHeads, group - g0);
+      hn::Vec<DF> acc[kHeads][kSplit];
+      for (auto& a : acc)
+        for (auto& v : a) v = hn::Zero(df);
+      size_t d = 0;
+      for (; d + kSplit <= hd; d += kSplit) {
+        for (int s = 0; s < kSplit; ++s) {
+          const auto kv = hn::LoadU(df, kt + (d + s) * bs + j0);
+          for (int h = 0; h < heads; ++h) acc[h][s] = hn::MulAdd(hn::Set(df, q[(g0 + h) * hd + d + s]), kv, acc[h][s]);
+        }
+      }
+      for (; d < hd; ++d) {
+        const auto kv = hn::LoadU(df, kt + d * bs + j0);
+        for (int h = 0; h < heads; ++h) acc[h][0] = hn::MulAdd(hn::Set(df, q[(g0 + h) * hd + d]), kv, acc[h][0]);
+      }
+      const size_t valid = std::min(N, len - j0);
+      for (int h = 0; h < heads; ++h) {
+        const auto sum = hn::Mul(hn::Add(hn::Add(acc[h][0], acc[h][1]), hn::Add(acc[h][2], acc[h][3])), hn::Set(df, scale));
+        float* dst = scores + static_cast<size_t>(g0 + h) * n + t0 + j0;
+        if (valid == N) {
+          hn::StoreU(sum, df, dst);
+        } else {
+          hn::Store(sum, df, tmp);
+          std::memcpy(dst, tmp, valid * sizeof(float));
+        }
+      }
+    }
+  }
+  if (bs % N == 0) return;
+  for (size_t j = 0; j < len; ++j) {
+    for (int g = 0; g < group; ++g) {
+      float part[kSplit] = {};
+      size_t d = 0;
+      for (; d + kSplit <= hd; d += kSplit)
+        for (int s = 0; s < kSplit; ++s) part[s] += q[g * hd + d + s] * kt[(d + s) * bs + j];
+      for (; d < hd; ++d) part[0] += q[g * hd + d] * kt[d * bs + j];
+      scores[g * n + t0 + j] = ((part[0] + part[1]) + (part[2] + part[3])) * scale;
+    }
+  }
+}
+
 void AttendKvHead(const float* HWY_RESTRICT q, int group, int head_dim, float scale, const float* k, const float* v,
                   size_t kv_stride, const int32_t* block_table, int block_size, size_t n, float* HWY_RESTRICT scores,
                   float* HWY_RESTRICT out) {
   const size_t hd = static_cast<size_t>(head_dim);
   const size_t bs = static_cast<size_t>(block_size);
+  const size_t block_floats = bs * kv_stride;
   // Positions [0, n) block by block: the slots of a block are contiguous in the cache.
   auto for_each_position = [&](auto&& fn) {
     for (size_t t0 = 0; t0 < n; t0 += bs) {
@@ -539,9 +578,10 @@ void AttendKvHead(const float* HWY_RESTRICT q, int group, int head_dim, float sc
       for (size_t j = 0; j < len; ++j) fn(t0 + j, (slot0 + j) * kv_stride);
     }
   };
-  for_each_position([&](size_t t, size_t offset) {
-    for (int g = 0; g < group; ++g) scores[g * n + t] = DotF32(q + g * hd, k + offset, hd) * scale;
-  });
+  for (size_t t0 = 0; t0 < n; t0 += bs) {
+    const float* kt = k + static_cast<size_t>(block_table[t0 / bs]) * block_floats;
+    BlockScores(q, group, hd, scale, kt, bs, std::min(bs, n - t0), n, t0, scores);
+  }
   for (int g = 0; g < group; ++g) {
     SoftmaxPrefix(scores + g * n, n, n);
     WeightedSumOfRows(scores + g * n, v, hd, for_each_position, out + g * hd);

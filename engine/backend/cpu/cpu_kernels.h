@@ -33,10 +33,12 @@ void RowsTimesGatheredRows(const float* t, int rows, int64_t k, const void* w, D
 void ConvertToF32(const void* src, DType dtype, size_t n, float* out);
 
 // One query row's attention for the `group` query heads that share one KV head (GQA): positions
-// [0, n), whose K and V rows start at k/v + slot * kv_stride, slot = block_table[t / block_size] *
-// block_size + t % block_size. q and out hold `group` heads of `head_dim` floats back to back;
-// `scores` is scratch for group * n floats. One call per (row, KV head): the per-position work stays
-// inside one dispatched kernel (a call per dot product cost more than the arithmetic at head_dim 64).
+// [0, n) in the blocks block_table[t / block_size]. The CPU cache keeps each block's K transposed
+// and V by slot: for slot j of block b, K dim c is k[b * block_size * kv_stride + c * block_size + j]
+// (k already offset to this KV head's first dim: kvh * head_dim * block_size) and V row j starts at
+// v + (b * block_size + j) * kv_stride (v offset to kvh * head_dim). q and out hold `group` heads of
+// `head_dim` floats back to back; `scores` is scratch for group * n floats. One call per (row, KV
+// head): the per-position work stays inside one dispatched kernel.
 void AttendKvHead(const float* q, int group, int head_dim, float scale, const float* k, const float* v,
                   size_t kv_stride, const int32_t* block_table, int block_size, size_t n, float* scores, float* out);
 
