@@ -65,16 +65,22 @@ done
 [[ -n "$ADDRESS" ]] || { log "the server did not start listening"; exit 1; }
 log "server at $ADDRESS ($SERVER_FLAGS); results in $LOG_DIR"
 
-# Warm-up: page the weights in and start the threads before anything is timed.
-"$LOAD_GEN" --target "$ADDRESS" --requests 2 --concurrency 2 --prompt-tokens "$PROMPT" --max-new-tokens 4 --json >/dev/null
+# Warm-up: page the weights in, start the threads and give the scheduler's step cost model mixed
+# steps to learn from before anything is timed (seed 0: no timed run repeats its prompts).
+"$LOAD_GEN" --target "$ADDRESS" --requests 8 --concurrency 8 --prompt-tokens "$PROMPT" --max-new-tokens 8 --seed 0 \
+  --json >/dev/null
 
+# Every load_gen run gets a seed of its own: prompts repeated from an earlier run would hit the
+# server's prefix cache and flatter the later run.
+seed=0
 for c in $CONCURRENCY; do
   n=$(( c * PER_SLOT )); (( n >= 4 )) || n=4
   for r in $(seq 1 "$REPEATS"); do
+    seed=$(( seed + 1 ))
     log "concurrency $c: $n requests (run $r of $REPEATS)"
     # shellcheck disable=SC2086
     "$LOAD_GEN" --target "$ADDRESS" --requests "$n" --concurrency "$c" --rate "$RATE" --prompt-tokens "$PROMPT" \
-      --max-new-tokens "$NEW" --max-seconds "$MAX_SECONDS" --seed "$r" --json $LOAD_GEN_FLAGS | tee -a "$LOG_DIR/load.jsonl"
+      --max-new-tokens "$NEW" --max-seconds "$MAX_SECONDS" --seed "$seed" --json $LOAD_GEN_FLAGS | tee -a "$LOG_DIR/load.jsonl"
   done
 done
 
