@@ -18,13 +18,18 @@ namespace {
 // How long an idle worker spins before it blocks. Longer than the serial gaps inside a forward
 // pass (norms, sampling), short enough that an idle server sleeps at once.
 constexpr auto kSpinBeforeBlocking = std::chrono::microseconds(300);
+// Chunks per thread in a loop: threads take them as they finish, so one slowed down (by other
+// processes, or the server's own network threads) holds the others up by at most a chunk. Under
+// serving load (bench/run_load_bench.sh, C = 16) 4 gave +3 % tokens/s over 1 (static halves); alone
+// (engine_bench --batch 16) -3 %: the smaller ranges cost a little where nothing interferes.
+constexpr size_t kChunksPerThread = 4;
 
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   num_threads_ = num_threads;
-  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -36,25 +41,29 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::RunShard(int shard) {
-  const size_t begin = n_ * shard / shards_;
-  const size_t end = n_ * (shard + 1) / shards_;
-  if (begin < end) (*fn_)(begin, end);
+void ThreadPool::RunChunks() {
+  for (;;) {
+    const size_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed);
+    if (c >= chunks_) return;
+    const size_t begin = n_ * c / chunks_, end = n_ * (c + 1) / chunks_;
+    if (begin < end) (*fn_)(begin, end);
+  }
 }
 
 void ThreadPool::ParallelFor(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
   if (n == 0) return;
   grain = std::max<size_t>(grain, 1);
-  const int shards = static_cast<int>(std::min<size_t>(num_threads_, (n + grain - 1) / grain));
-  if (shards <= 1) {
+  const size_t chunks = std::min<size_t>(kChunksPerThread * num_threads_, (n + grain - 1) / grain);
+  if (chunks <= 1 || num_threads_ <= 1) {
     fn(0, n);
     return;
   }
   fn_ = &fn;
   n_ = n;
-  shards_ = shards;
-  // Every worker acknowledges every loop, even one with no shard for it, so none can still be
-  // reading fn_/n_/shards_ when the next loop overwrites them.
+  chunks_ = chunks;
+  next_chunk_.store(0, std::memory_order_relaxed);
+  // Every worker acknowledges every loop, even one with no chunk left for it, so none can still be
+  // reading fn_/n_/chunks_ when the next loop overwrites them.
   pending_.store(num_threads_ - 1, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_seq_cst);
   // A worker that went to sleep registered in sleepers_ before its last look at generation_, so
@@ -63,8 +72,8 @@ void ThreadPool::ParallelFor(size_t n, size_t grain, const std::function<void(si
     std::lock_guard<std::mutex> lock(mu_);
     work_cv_.notify_all();
   }
-  RunShard(0);
-  // The shards are even, so the workers finish about when we do: spin, then yield.
+  RunChunks();
+  // Threads take chunks as they free up, so the workers finish within a chunk of us: spin, then yield.
   for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
     if (i < 4096) BS_CPU_RELAX();
     else std::this_thread::yield();
@@ -87,11 +96,11 @@ bool ThreadPool::AwaitWork(uint64_t seen) {
   return !stop_.load();
 }
 
-void ThreadPool::WorkerLoop(int worker_index) {
+void ThreadPool::WorkerLoop() {
   uint64_t seen = 0;
   while (AwaitWork(seen)) {
     seen = generation_.load(std::memory_order_acquire);
-    if (worker_index < shards_) RunShard(worker_index);
+    RunChunks();
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }

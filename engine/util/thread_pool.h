@@ -24,12 +24,15 @@ class ThreadPool {
   int num_threads() const { return num_threads_; }
 
   // Splits [0, n) into contiguous ranges, at least `grain` long, and runs fn(begin, end) on them in
-  // parallel; returns when all are done. Not reentrant: call it from one thread at a time.
+  // parallel; returns when all are done. The ranges depend only on n, grain and the pool's size
+  // (which thread runs which one does not), so results that depend on them are reproducible. Not
+  // reentrant: call it from one thread at a time.
   void ParallelFor(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
  private:
-  void WorkerLoop(int worker_index);
-  void RunShard(int shard);
+  void WorkerLoop();
+  // Runs chunks of the current loop until none is left.
+  void RunChunks();
   // Waits until generation_ differs from `seen`: spins first, because a decode step issues a
   // few hundred short loops back to back and waking a blocked thread costs tens of microseconds.
   // Returns false when the pool is stopping.
@@ -42,7 +45,8 @@ class ThreadPool {
   // workers after they see the bump (acquire).
   const std::function<void(size_t, size_t)>* fn_ = nullptr;
   size_t n_ = 0;
-  int shards_ = 0;
+  size_t chunks_ = 0;
+  std::atomic<size_t> next_chunk_{0};  // the next chunk to take
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};  // workers that have not yet finished the current loop
 

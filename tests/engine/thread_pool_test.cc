@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -44,6 +46,27 @@ TEST(ThreadPool, WorkersWakeFromSleepAndVaryingShardCounts) {
       for (size_t i = b; i < e; ++i) hits[i]++;
     });
     for (size_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "round " << round << " i=" << i;
+  }
+}
+
+// Which thread runs a range varies; the ranges themselves do not (kernels whose rounding depends on
+// where a range starts stay reproducible), and a slow range does not stop the others from going on.
+TEST(ThreadPool, RangesDependOnlyOnTheLoopNotOnTiming) {
+  ThreadPool pool(3);
+  for (size_t n : {5u, 64u, 1000u}) {
+    std::set<std::pair<size_t, size_t>> first;
+    for (int round = 0; round < 20; ++round) {
+      std::mutex mu;
+      std::set<std::pair<size_t, size_t>> ranges;
+      pool.ParallelFor(n, 2, [&](size_t b, size_t e) {
+        if (b == 0 && round % 2 == 1) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        std::lock_guard<std::mutex> lock(mu);
+        ranges.insert({b, e});
+      });
+      if (round == 0) first = ranges;
+      ASSERT_EQ(ranges, first) << "n=" << n << " round " << round;
+    }
+    if (n >= 64) EXPECT_GT(first.size(), 3u) << "more ranges than threads, so a fast thread can take another";
   }
 }
 
