@@ -17,16 +17,26 @@ namespace brickserve::cpu {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// F32 panels use full vectors; BF16 panels at most 8 lanes: one 32-byte load is a panel row of
-// 16 BF16 weights, split into two float vectors by a shift and a mask (see PackPanelsT).
-template <typename T>
-using PanelTag = std::conditional_t<std::is_same_v<T, float>, hn::ScalableTag<float>, hn::CappedTag<float, 8>>;
+// A BF16 panel row is 16 weights in 32 bytes. With 512-bit vectors it widens into one float vector
+// (PromoteTo); narrower targets keep it as 8 pairs that one 32-byte load splits into two float
+// vectors of 8 by a shift and a mask (see PanelSlot). The layout is the target's own: PackPanels
+// and PanelMatMul dispatch to the same target.
+#if HWY_TARGET <= HWY_AVX3
+constexpr bool kBF16Pairs = false;
+#else
+constexpr bool kBF16Pairs = true;
+#endif
 
-// BF16 panels hold each k's 16 weights as 8 pairs: 32-bit lane i = (output i, output 8 + i), so
-// the low halves (shifted up) are outputs 0..7 and the high halves (masked) outputs 8..15.
+// F32 panels use full vectors; BF16 panels as pairs at most 8 lanes.
+template <typename T>
+using PanelTag = std::conditional_t<std::is_same_v<T, float> || !kBF16Pairs, hn::ScalableTag<float>,
+                                    hn::CappedTag<float, 8>>;
+
+// BF16 pairs: 32-bit lane i = (output i, output 8 + i), so the low halves (shifted up) are outputs
+// 0..7 and the high halves (masked) outputs 8..15.
 template <typename T>
 HWY_INLINE int64_t PanelSlot(int64_t j) {
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, float> || !kBF16Pairs) {
     return j;
   } else {
     return j < 8 ? 2 * j : 2 * (j - 8) + 1;
@@ -103,6 +113,9 @@ HWY_INLINE void LoadPanelRow(D d, const T* HWY_RESTRICT row, hn::Vec<D>* HWY_RES
   constexpr int VPP = PanelShape<T>::kVecsPerPanel;
   if constexpr (std::is_same_v<T, float>) {
     for (int v = 0; v < VPP; ++v) wv[v] = hn::Load(d, row + v * N);
+  } else if constexpr (!kBF16Pairs) {
+    const hn::Rebind<T, D> dh;
+    for (int v = 0; v < VPP; ++v) wv[v] = hn::PromoteTo(d, hn::LoadU(dh, row + v * N));
   } else {
     const hn::Repartition<uint32_t, D> du;
     const auto* pairs = reinterpret_cast<const uint32_t*>(row);
