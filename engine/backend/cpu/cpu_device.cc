@@ -22,6 +22,13 @@ namespace {
 // Widened rows of a weight matrix handed to SGEMM at a time (bounded scratch, good cache reuse).
 constexpr int64_t kConvertTileRows = 256;
 
+// The CPU cache keeps each block's K transposed ([kv_dim][block_size], see cpu::AttendKvHead): the
+// first K value of `slot`; its dim c is block_size floats further per c.
+template <typename F>
+F* KColumn(F* k_base, size_t slot, size_t block_size, size_t kv_dim) {
+  return k_base + (slot / block_size) * block_size * kv_dim + slot % block_size;
+}
+
 }  // namespace
 
 CpuDevice::CpuDevice(int threads, bool batch_invariant) : pool_(threads), batch_invariant_(batch_invariant) {
@@ -251,15 +258,14 @@ absl::Status CpuDevice::WriteKv(KvCache& cache, int layer, const Buffer& k, cons
   const auto& s = cache.spec;
   const size_t kv_dim = static_cast<size_t>(s.num_kv_heads) * s.head_dim;
   const size_t slots_total = static_cast<size_t>(s.num_blocks) * s.block_size;
+  const size_t bs = static_cast<size_t>(s.block_size);
   float* k_base = cache.LayerSlots(layer, 0);
   float* v_base = cache.LayerSlots(layer, 1);
   for (size_t i = 0; i < slots.size(); ++i) {
     if (slots[i] < 0 || static_cast<size_t>(slots[i]) >= slots_total) {
       return absl::OutOfRangeError(absl::StrCat("KV slot ", slots[i], " outside the cache of ", slots_total));
     }
-    // K transposed within its block (see cpu::AttendKvHead), V by slot.
-    const size_t bs = static_cast<size_t>(s.block_size);
-    float* kt = k_base + (slots[i] / bs) * bs * kv_dim + slots[i] % bs;
+    float* kt = KColumn(k_base, static_cast<size_t>(slots[i]), bs, kv_dim);
     const float* ki = k.data + i * kv_dim;
     for (size_t c = 0; c < kv_dim; ++c) kt[c * bs] = ki[c];
     std::memcpy(v_base + slots[i] * kv_dim, v.data + i * kv_dim, kv_dim * sizeof(float));
@@ -332,10 +338,10 @@ void CpuDevice::AttentionGemm(const Buffer& q, const KvCache& cache, int layer, 
   const float* v_base = cache.LayerSlots(layer, 1);
   const size_t bs = static_cast<size_t>(s.block_size);
   for (int t = 0; t < ctx; ++t) {
-    const size_t block = static_cast<size_t>(sq.block_table[t / s.block_size]), j = t % s.block_size;
-    const float* kt = k_base + block * bs * kv_dim + j;  // K is transposed within its block
+    const size_t slot = static_cast<size_t>(sq.block_table[t / s.block_size]) * bs + t % s.block_size;
+    const float* kt = KColumn(k_base, slot, bs, kv_dim);
     for (size_t c = 0; c < kv_dim; ++c) attn_k_[t * kv_dim + c] = kt[c * bs];
-    std::memcpy(attn_v_.data() + t * kv_dim, v_base + (block * bs + j) * kv_dim, kv_dim * sizeof(float));
+    std::memcpy(attn_v_.data() + t * kv_dim, v_base + slot * kv_dim, kv_dim * sizeof(float));
   }
   // Heads in parallel, each with single-threaded SGEMMs and its own score matrix.
   pool_.ParallelFor(static_cast<size_t>(p.num_heads), 1, [&](size_t h0, size_t h1) {

@@ -519,9 +519,21 @@ HWY_INLINE void BlockScores(const float* HWY_RESTRICT q, int group, size_t hd, f
   const DF df;
   const size_t N = hn::Lanes(df);
   constexpr int kHeads = 2, kSplit = 4;
+  if (bs % N != 0) {  // blocks narrower than a vector: slot by slot, the same partial sums in scalars
+    for (size_t j = 0; j < len; ++j) {
+      for (int g = 0; g < group; ++g) {
+        float part[kSplit] = {};
+        size_t d = 0;
+        for (; d + kSplit <= hd; d += kSplit)
+          for (int s = 0; s < kSplit; ++s) part[s] += q[g * hd + d + s] * kt[(d + s) * bs + j];
+        for (; d < hd; ++d) part[0] += q[g * hd + d] * kt[d * bs + j];
+        scores[g * n + t0 + j] = ((part[0] + part[1]) + (part[2] + part[3])) * scale;
+      }
+    }
+    return;
+  }
   HWY_ALIGN float tmp[hn::MaxLanes(df)];
   for (size_t j0 = 0; j0 < len; j0 += N) {
-    if (bs % N != 0) break;  // blocks narrower than a vector: the scalar loop below
     for (int g0 = 0; g0 < group; g0 += kHeads) {
       const int heads = std::min(kHeads, group - g0);
       hn::Vec<DF> acc[kHeads][kSplit];
@@ -549,17 +561,6 @@ HWY_INLINE void BlockScores(const float* HWY_RESTRICT q, int group, size_t hd, f
           std::memcpy(dst, tmp, valid * sizeof(float));
         }
       }
-    }
-  }
-  if (bs % N == 0) return;
-  for (size_t j = 0; j < len; ++j) {
-    for (int g = 0; g < group; ++g) {
-      float part[kSplit] = {};
-      size_t d = 0;
-      for (; d + kSplit <= hd; d += kSplit)
-        for (int s = 0; s < kSplit; ++s) part[s] += q[g * hd + d + s] * kt[(d + s) * bs + j];
-      for (; d < hd; ++d) part[0] += q[g * hd + d] * kt[d * bs + j];
-      scores[g * n + t0 + j] = ((part[0] + part[1]) + (part[2] + part[3])) * scale;
     }
   }
 }
